@@ -1,0 +1,211 @@
+"""Command line: train, predict, list strategies, open the demo.
+
+Other tools rely on these commands and the files they write; keep them stable.
+argparse lives only here, over typed functions of the core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger("napari_semiseg")
+
+
+class UsageError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-semiseg",
+        description="Semi-supervised segmentation of 3D medical images from a few painted slices.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_predict(commands)
+    strategies = commands.add_parser("strategies", help="list the training strategies")
+    strategies.set_defaults(handler=run_strategies)
+    demo = commands.add_parser("demo", help="open napari with the plugin docked and the bundled sample")
+    demo.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
+    demo.set_defaults(handler=run_demo)
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_optional_commands(commands) -> None:
+    try:
+        from .cli_registration import add_parsers
+    except ImportError:
+        return
+    add_parsers(commands)
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model from images and sparse labels",
+        description=(
+            "Label files pair with the first images in order; images without a label file are "
+            "unannotated training data. Slice mode by default: a slice with any painted voxel is "
+            "fully annotated and its unpainted voxels are background."
+        ),
+    )
+    train.add_argument("images", nargs="+", metavar="IMAGE")
+    train.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
+    train.add_argument("--strategy", default="cross_teaching")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float)
+    budget.add_argument("--iterations", type=int)
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--scribbles", action="store_true", help="only painted voxels are known")
+    train.add_argument("--background-label", type=int, help="label value painted as background (scribbles)")
+    train.add_argument("--axis", type=int, default=0, choices=[0, 1, 2], help="annotation axis (0 = z)")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--patch-size", type=int, default=128)
+    train.add_argument("--network-size", default="auto", choices=["auto", "cpu", "paper"])
+    train.add_argument("--boundary-weight", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    train.add_argument("--resume", metavar="MODEL", help="continue from a model folder or checkpoint")
+    train.add_argument("--out", required=True, metavar="MODEL_DIR")
+    train.set_defaults(handler=run_train)
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser("predict", help="segment volumes with a trained model")
+    predict.add_argument("model", metavar="MODEL_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    predict.add_argument("--disagreement", action="store_true", help="also write <name>_disagreement.nii.gz")
+    predict.add_argument("--out", required=True, metavar="OUT_DIR")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_strategies(args: argparse.Namespace) -> int:
+    from .core.engine.presets import PRESETS
+
+    width = max(len(name) for name in PRESETS)
+    for name, preset in PRESETS.items():
+        print(f"{name:<{width}}  {preset.summary}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .core.annotations import AnnotationMode, AnnotationScheme
+    from .core.config import TrainConfig
+    from .core.engine import TrainingData, train
+    from .core.engine.checkpoint import load_checkpoint
+    from .core.events import CheckpointSaved, StepCompleted, TrainingFinished, TrainingStarted
+    from .core.volume import read_volume
+
+    if len(args.labels) > len(args.images):
+        raise UsageError(f"{len(args.labels)} label files for {len(args.images)} images: give at most one per image.")
+    volumes = [read_volume(path) for path in args.images]
+    labels = [read_volume(path).array for path in args.labels] + [None] * (len(volumes) - len(args.labels))
+    mode = AnnotationMode.SCRIBBLES if args.scribbles else AnnotationMode.SLICES
+    scheme = AnnotationScheme(mode, args.axis, args.background_label)
+    config = TrainConfig(
+        strategy=args.strategy, minutes=args.minutes, iterations=args.iterations, device=args.device,
+        batch_size=args.batch_size, patch_size=args.patch_size, network_size=args.network_size,
+        boundary_weight=args.boundary_weight, seed=args.seed, threads=args.threads,
+    )
+    initial = load_checkpoint(args.resume) if args.resume else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"config": config.to_dict(), "scheme": scheme.to_dict(),
+                                                 "images": args.images, "labels": args.labels}, indent=2))
+    with open(out / "training_log.jsonl", "w") as journal:
+        stop = _stop_on_first_interrupt()
+        for event in train(TrainingData(volumes, labels, scheme), config, out, stop, initial_checkpoint=initial):
+            if isinstance(event, TrainingStarted):
+                _say(f"training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated and "
+                     f"{event.unannotated_slices} unannotated slices, classes {list(event.label_values)}")
+            elif isinstance(event, StepCompleted):
+                journal.write(json.dumps({"iteration": event.iteration, "seconds": round(event.seconds, 2),
+                                          **{k: round(v, 5) for k, v in event.terms.items()}}) + "\n")
+                _progress(event)
+            elif isinstance(event, CheckpointSaved):
+                log.info("checkpoint at iteration %d", event.iteration)
+            elif isinstance(event, TrainingFinished):
+                _say(f"\nfinished after {event.iteration} iterations in {event.seconds:.0f} s: {event.model_path}")
+    return 0
+
+
+def _stop_on_first_interrupt() -> threading.Event:
+    """Ctrl-C once: finish the current step and save the model; twice: abort."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _say("\nstopping after this step (Ctrl-C again to abort without saving)")
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _progress(event) -> None:
+    bar = "#" * int(event.progress * 30)
+    sys.stderr.write(
+        f"\r[{bar:<30}] {event.progress:4.0%} it {event.iteration:>6} loss {event.loss:.4f} "
+        f"{event.slices_per_second:5.1f} slices/s"
+    )
+    sys.stderr.flush()
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .core.model import load_model
+    from .core.predict import predict_volume
+    from .core.volume import read_volume, volume_stem, write_volume
+
+    model = load_model(args.model, args.device)
+    out = Path(args.out)
+    for path in args.images:
+        volume = read_volume(path)
+        prediction = predict_volume(model, volume)
+        name = volume_stem(path)
+        write_volume(volume.with_array(prediction.labels), out / f"{name}_seg.nii.gz")
+        write_volume(volume.with_array(prediction.certainty), out / f"{name}_certainty.nii.gz")
+        if args.disagreement:
+            write_volume(volume.with_array(prediction.disagreement), out / f"{name}_disagreement.nii.gz")
+        _say(f"{name}: wrote {name}_seg.nii.gz and {name}_certainty.nii.gz to {out}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .ui.launch import open_demo
+
+    return open_demo(screenshot=args.screenshot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-semiseg`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        _say("\ninterrupted")
+        return 130
+    except (UsageError, ValueError, RuntimeError, OSError) as error:
+        _say(f"napari-semiseg {args.command}: error: {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

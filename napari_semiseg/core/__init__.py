@@ -1,0 +1,4 @@
+"""Headless core: volumes, annotations, networks, training, prediction, registration.
+
+Nothing under this package imports napari, Qt, magicgui or superqt.
+"""

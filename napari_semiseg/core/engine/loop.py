@@ -1,0 +1,280 @@
+"""The one training loop. Every strategy is a preset it runs.
+
+``train`` is a generator of small events: the caller reads progress from it and stops
+it cooperatively by setting the ``stop`` flag it passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from ..annotations import AnnotationScheme, check_label_array, check_trainable, to_targets
+from ..config import TrainConfig
+from ..device import resolve_device, set_threads, tune_cpu_allocator
+from ..events import CheckpointSaved, PreviewReady, StepCompleted, TrainingFinished, TrainingStarted
+from ..model import TrainedModel
+from ..predict import predict_slices
+from ..volume import Volume, check_image_usable
+from .checkpoint import save_checkpoint
+from .data import BatchSampler, build_training_slices, normalise_intensity
+from .members import Member, build_members
+from .presets import StrategyPreset, get_preset
+from .schedules import get_schedule, poly
+from .terms import Batch, TermContext, get_term
+
+log = logging.getLogger(__name__)
+
+STEP_EVENT_SECONDS = 0.5
+PreviewRequest = Callable[[], "tuple[int, int] | None"]
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _NeverStop:
+    def is_set(self) -> bool:
+        return False
+
+
+@dataclass
+class TrainingData:
+    """Volumes with their label arrays (``None`` for unannotated volumes)."""
+
+    volumes: list[Volume]
+    labels: list[np.ndarray | None]
+    scheme: AnnotationScheme
+
+    def check(self) -> tuple[int, ...]:
+        """Validate images and labels and return the class label values."""
+        if len(self.volumes) != len(self.labels):
+            raise ValueError("Give one label array (or None) per volume.")
+        for volume, labels in zip(self.volumes, self.labels):
+            check_image_usable(volume)
+            if labels is not None:
+                check_label_array(labels, volume.shape, name=f"labels of '{volume.name}'")
+        return check_trainable([labels for labels in self.labels if labels is not None], self.scheme)
+
+
+class Budget:
+    """Progress in [0, 1] by iterations or by wall-clock time, whichever the config sets."""
+
+    def __init__(self, config: TrainConfig):
+        self.iterations = config.iterations
+        self.seconds = config.minutes * 60.0 if config.minutes is not None else None
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def progress(self, iteration: int) -> float:
+        if self.iterations is not None:
+            return min(iteration / self.iterations, 1.0)
+        return min(self.elapsed / self.seconds, 1.0)
+
+    def done(self, iteration: int) -> bool:
+        return self.progress(iteration) >= 1.0
+
+
+def train(
+    data: TrainingData,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    stop: StopFlag | None = None,
+    preview_request: PreviewRequest | None = None,
+    preview_seconds: float = 3.0,
+    initial_checkpoint: dict | None = None,
+) -> Iterator[object]:
+    """Train a model and yield events; the last one is :class:`TrainingFinished`.
+
+    Args:
+        data: volumes, their sparse labels and the annotation scheme.
+        config: the frozen training settings (strategy, budget, device...).
+        out_dir: where ``model.pt`` (final) and ``checkpoint.pt`` (periodic) are written.
+        stop: a flag (``threading.Event``, ``multiprocessing.Event``) checked every step.
+        preview_request: returns ``(volume index, slice index)`` to preview, or None.
+        initial_checkpoint: a loaded checkpoint to continue from (same strategy and classes).
+    """
+    stop = stop or _NeverStop()
+    label_values = data.check()
+    preset = get_preset(config.strategy)
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
+        set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    slices = _training_slices(data, label_values, config.seed)
+    members = build_members(preset, len(label_values), config.network_size, device, config.seed)
+    optimizer = _optimizer(members)
+    iteration = _restore(initial_checkpoint, members, optimizer, label_values)
+    sampler = BatchSampler(
+        slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment, config.seed + iteration
+    )
+    annotated, unannotated = slices.counts
+    yield TrainingStarted(
+        preset.name, str(device), label_values, annotated, unannotated if sampler.use_unannotated else 0,
+        config.iterations, config.minutes,
+    )
+    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir))
+    budget = Budget(config)
+    last_step_event = last_preview = last_checkpoint = time.perf_counter()
+    start_iteration, reason = iteration, "budget"
+    while not budget.done(iteration - start_iteration):
+        if stop.is_set():
+            reason = "stopped"
+            break
+        progress = budget.progress(iteration - start_iteration)
+        losses = run.step(sampler.sample(), progress)
+        iteration += 1
+        now = time.perf_counter()
+        if now - last_step_event >= STEP_EVENT_SECONDS or budget.done(iteration - start_iteration):
+            last_step_event = now
+            slices_per_second = (iteration - start_iteration) * config.batch_size / max(budget.elapsed, 1e-9)
+            yield StepCompleted(iteration, budget.progress(iteration - start_iteration), losses["total"],
+                                losses, budget.elapsed, slices_per_second)
+        if preview_request is not None and now - last_preview >= preview_seconds:
+            last_preview = now
+            preview = run.preview(iteration, preview_request())
+            if preview is not None:
+                yield preview
+        if now - last_checkpoint >= config.checkpoint_seconds:
+            last_checkpoint = now
+            yield CheckpointSaved(iteration, str(run.save("checkpoint.pt", iteration)))
+    model_path = run.save("model.pt", iteration)
+    yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed)
+
+
+def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int):
+    targets = [
+        to_targets(labels, data.scheme, label_values) if labels is not None else None for labels in data.labels
+    ]
+    return build_training_slices([v.array for v in data.volumes], targets, data.scheme.axis, seed)
+
+
+def _optimizer(members: list[Member]) -> torch.optim.Optimizer:
+    groups = [
+        {"params": list(m.network.parameters()), "lr": m.spec.learning_rate, "initial_lr": m.spec.learning_rate}
+        for m in members
+    ]
+    return torch.optim.AdamW(groups, weight_decay=5e-4)
+
+
+def _restore(checkpoint: dict | None, members: list[Member], optimizer, label_values) -> int:
+    """Load weights (and optimiser state) to continue training; returns the iteration."""
+    if checkpoint is None:
+        return 0
+    if tuple(checkpoint["label_values"]) != tuple(label_values):
+        log.warning("classes changed from %s to %s: continuing from weights where they fit",
+                    checkpoint["label_values"], label_values)
+    stored = {m["name"]: m for m in checkpoint["members"]}
+    for member in members:
+        if member.name in stored:
+            _load_matching(member.network, stored[member.name]["state_dict"])
+    if tuple(checkpoint["label_values"]) == tuple(label_values) and "optimizer" in checkpoint:
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except ValueError:
+            log.warning("optimiser state does not fit the strategy; starting the optimiser afresh")
+    return int(checkpoint.get("iteration", 0))
+
+
+def _load_matching(network: torch.nn.Module, state_dict: dict) -> None:
+    own = network.state_dict()
+    fitting = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    network.load_state_dict(fitting, strict=False)
+
+
+class _Run:
+    """State of one training run: one optimiser step, previews and checkpoints."""
+
+    def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir):
+        self.data = data
+        self.config = config
+        self.preset = preset
+        self.members = members
+        self.optimizer = optimizer
+        self.label_values = label_values
+        self.device = device
+        self.out_dir = out_dir
+        self.context = TermContext(len(label_values), config.boundary_weight)
+        self.terms = [(spec, get_term(spec.kind), get_schedule(spec.schedule)) for spec in preset.terms]
+        self._normalised_cache: dict[int, np.ndarray] = {}
+
+    def step(self, batch: Batch, progress: float) -> dict[str, float]:
+        images = batch.images.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        batch = Batch(images, batch.targets.to(self.device, non_blocking=True), batch.annotated)
+        for member in self.members:
+            member.network.train()
+        logits = {m.name: m.network(batch.images) for m in self.members}
+        total = images.new_zeros(())
+        report: dict[str, float] = {}
+        for spec, term, schedule in self.terms:
+            weight = spec.weight * schedule(progress)
+            per_member = term(batch, logits, self.context)
+            term_sum = sum(per_member.values())
+            report[spec.kind] = float(term_sum.detach()) / len(per_member)
+            total = total + weight * term_sum
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * poly(progress)
+        self.optimizer.step()
+        report["total"] = float(total.detach())
+        return report
+
+    def model(self, iteration: int) -> TrainedModel:
+        networks = {m.name: m.network for m in self.members if m.spec.predicts}
+        return TrainedModel(networks, self.label_values, self.data.scheme, self.config, iteration, self.device)
+
+    def preview(self, iteration: int, request: tuple[int, int] | None) -> PreviewReady | None:
+        if request is None:
+            return None
+        volume_index, slice_index = request
+        if not 0 <= volume_index < len(self.data.volumes):
+            return None
+        normalised = self._normalised(volume_index)
+        axis = self.data.scheme.axis
+        if not 0 <= slice_index < normalised.shape[axis]:
+            return None
+        image = np.take(normalised, slice_index, axis=axis)[None]
+        for member in self.members:
+            member.network.eval()
+        classes, certainty, _ = predict_slices(self.model(iteration), image)
+        labels = np.asarray(self.label_values, dtype=np.int32)[classes[0]]
+        return PreviewReady(iteration, volume_index, axis, slice_index, labels, certainty[0])
+
+    def _normalised(self, volume_index: int) -> np.ndarray:
+        if volume_index not in self._normalised_cache:
+            self._normalised_cache[volume_index] = normalise_intensity(self.data.volumes[volume_index].array)
+        return self._normalised_cache[volume_index]
+
+    def save(self, filename: str, iteration: int) -> Path:
+        payload = {
+            "strategy": self.preset.name,
+            "config": self.config.to_dict(),
+            "scheme": self.data.scheme.to_dict(),
+            "label_values": list(self.label_values),
+            "iteration": iteration,
+            "members": [
+                {
+                    "name": m.name,
+                    "predicts": m.spec.predicts,
+                    "build_args": m.build_args,
+                    "state_dict": m.network.state_dict(),
+                }
+                for m in self.members
+            ],
+            "optimizer": self.optimizer.state_dict(),
+        }
+        return save_checkpoint(self.out_dir / filename, payload)

@@ -1,0 +1,73 @@
+"""Loss terms: each maps a batch and the members' outputs to a loss per member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..losses import boundary_band, masked_cross_entropy, masked_dice_loss
+
+
+@dataclass
+class Batch:
+    """A training batch: the first ``annotated`` rows carry targets, the rest do not."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    annotated: int
+
+    @property
+    def has_unannotated(self) -> bool:
+        return self.images.shape[0] > self.annotated
+
+
+@dataclass(frozen=True)
+class TermContext:
+    num_classes: int
+    boundary_weight: float = 0.0
+
+
+TermFunction = Callable[[Batch, dict[str, torch.Tensor], TermContext], dict[str, torch.Tensor]]
+
+
+def supervised_term(batch: Batch, logits: dict[str, torch.Tensor], context: TermContext) -> dict[str, torch.Tensor]:
+    """Masked Dice + CE on annotated pixels, with optional boundary-band weighting of CE."""
+    targets = batch.targets[: batch.annotated]
+    weight = None
+    if context.boundary_weight > 0:
+        weight = 1.0 + context.boundary_weight * boundary_band(targets, context.num_classes)
+    losses = {}
+    for name, member_logits in logits.items():
+        annotated_logits = member_logits[: batch.annotated]
+        losses[name] = masked_dice_loss(annotated_logits, targets) + masked_cross_entropy(
+            annotated_logits, targets, weight
+        )
+    return losses
+
+
+def cross_pseudo_term(batch: Batch, logits: dict[str, torch.Tensor], context: TermContext) -> dict[str, torch.Tensor]:
+    """Cross pseudo supervision: each member learns the others' hard labels (Dice) on unannotated rows."""
+    if not batch.has_unannotated or len(logits) < 2:
+        return {name: value.new_zeros(()) for name, value in logits.items()}
+    pseudo = {name: value[batch.annotated :].detach().argmax(dim=1) for name, value in logits.items()}
+    losses = {}
+    for name, member_logits in logits.items():
+        teachers = [label for other, label in pseudo.items() if other != name]
+        unannotated = member_logits[batch.annotated :]
+        losses[name] = sum(masked_dice_loss(unannotated, label) for label in teachers) / len(teachers)
+    return losses
+
+
+TERMS: dict[str, TermFunction] = {
+    "supervised": supervised_term,
+    "cross_pseudo": cross_pseudo_term,
+}
+
+
+def get_term(kind: str) -> TermFunction:
+    try:
+        return TERMS[kind]
+    except KeyError:
+        raise ValueError(f"Unknown loss term '{kind}'; known terms: {', '.join(TERMS)}.") from None

@@ -1,0 +1,70 @@
+"""Small, picklable events that long-running work yields.
+
+A generator of these is at once the progress feed and the cancellation point: the
+caller checks its stop flag between events. Arrays in events are small copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    strategy: str
+    device: str
+    label_values: tuple[int, ...]
+    annotated_slices: int
+    unannotated_slices: int
+    iterations: int | None
+    minutes: float | None
+
+
+@dataclass(frozen=True)
+class StepCompleted:
+    iteration: int
+    progress: float
+    loss: float
+    terms: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    slices_per_second: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreviewReady:
+    """Prediction of one slice while training runs (labels use the painted values)."""
+
+    iteration: int
+    volume_index: int
+    axis: int
+    slice_index: int
+    labels: np.ndarray
+    certainty: np.ndarray
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    iteration: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    iteration: int
+    reason: str
+    model_path: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingFailed:
+    message: str
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class PredictionProgress:
+    done: int
+    total: int

@@ -1,0 +1,1 @@
+"""Registration between volumes (pseudo-labels for unannotated volumes) and within a volume."""

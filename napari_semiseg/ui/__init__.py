@@ -1,0 +1,1 @@
+"""napari widgets and layers over the headless core."""

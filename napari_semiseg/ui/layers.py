@@ -1,0 +1,74 @@
+"""Bridge between napari layers and the core's volumes; all edits go through undo history."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._reader import geometry_layer_kwargs
+from .._writer import layer_geometry
+from ..core.accept import acceptance_edit
+from ..core.volume import Volume
+
+PREDICTION_LAYER = "prediction"
+CERTAINTY_LAYER = "certainty"
+AXIS_NAMES = ("z", "y", "x")
+
+
+def layer_meta(layer) -> dict:
+    """The parts of a layer's state the writer needs to recover its geometry."""
+    return {
+        "metadata": layer.metadata,
+        "scale": tuple(layer.scale),
+        "translate": tuple(layer.translate),
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": np.asarray(layer.affine.affine_matrix),
+        "name": layer.name,
+    }
+
+
+def volume_from_layer(layer) -> Volume:
+    """A core Volume (a copy of the data) in the layer's physical geometry."""
+    array = np.asarray(layer.data)
+    return Volume(np.array(array, copy=True), layer_geometry(layer_meta(layer)), name=layer.name)
+
+
+def geometry_kwargs(layer, name: str) -> dict:
+    """Layer kwargs that put a new layer on the same voxel grid as ``layer``."""
+    source = layer.metadata.get("semiseg", {}).get("source", layer.name)
+    return geometry_layer_kwargs(layer_geometry(layer_meta(layer)), name, source)
+
+
+def current_slice(viewer, layer, axis: int) -> int:
+    """Index along ``axis`` of the slice the viewer shows, in the layer's voxel grid."""
+    point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
+    index = int(round(float(point[axis])))
+    return int(np.clip(index, 0, layer.data.shape[axis] - 1))
+
+
+def painting_axis(viewer) -> int:
+    """The axis the user scrolls through in a 2D view (the one they paint slices of)."""
+    if viewer.dims.ndisplay == 2 and len(viewer.dims.order) >= 3:
+        return int(viewer.dims.order[-3])
+    return 0
+
+
+def upsert_layer(viewer, name: str, data: np.ndarray, kind: str, template, **style):
+    """Replace the data of layer ``name`` or add it, on ``template``'s voxel grid."""
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = data
+        return layer
+    kwargs = geometry_kwargs(template, name)
+    kwargs.update(style)
+    adder = viewer.add_labels if kind == "labels" else viewer.add_image
+    return adder(data, **kwargs)
+
+
+def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False) -> int:
+    """Write a proposal into a labels layer as one undo step; returns voxels changed."""
+    indices, values = acceptance_edit(np.asarray(labels_layer.data), proposal, region, overwrite_painted)
+    if len(indices[0]) == 0:
+        return 0
+    labels_layer.data_setitem(indices, values)
+    return int(len(indices[0]))

@@ -1,0 +1,436 @@
+"""The dock widget: pick layers, train in the background, review, accept, export."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._writer import write_labels
+from ..core.annotations import AnnotationError, AnnotationMode, AnnotationScheme, annotated_slices
+from ..core.config import TrainConfig
+from ..core.device import describe_devices
+from ..core.engine import TrainingData
+from ..core.engine.presets import PRESETS
+from ..core.events import PreviewReady, StepCompleted, TrainingFailed, TrainingFinished, TrainingStarted
+from ..core.volume import VolumeError
+from .layers import (
+    AXIS_NAMES,
+    CERTAINTY_LAYER,
+    PREDICTION_LAYER,
+    accept_into,
+    current_slice,
+    geometry_kwargs,
+    layer_meta,
+    painting_axis,
+    upsert_layer,
+    volume_from_layer,
+)
+from .training_process import TrainingJob, TrainingProcess, VolumePredicted, background_threads
+
+log = logging.getLogger(__name__)
+POLL_MS = 100
+DEFAULT_STRATEGY = "cross_teaching"
+
+
+class SemisegWidget(QWidget):
+    """Train a segmentation model from a few painted slices without blocking the viewer."""
+
+    def __init__(self, napari_viewer, runs_dir: str | Path | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.runs_dir = Path(runs_dir) if runs_dir else Path.home() / ".napari-semiseg" / "runs"
+        self.process: TrainingProcess | None = None
+        self.last_model: str | None = None
+        self.prediction: np.ndarray | None = None
+        self._job_axis = 0
+        self._watched_layers: set[int] = set()
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._build()
+        self._connect_viewer()
+        self.refresh_layers()
+
+    # ----- construction -------------------------------------------------------------
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._data_box())
+        layout.addWidget(self._training_box())
+        layout.addWidget(self._review_box())
+        layout.addStretch(1)
+
+    def _data_box(self) -> QGroupBox:
+        box = QGroupBox("Data")
+        form = QFormLayout(box)
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.new_labels_button = QPushButton("New")
+        self.new_labels_button.setToolTip("Add an empty labels layer on the image's voxel grid")
+        labels_row = QHBoxLayout()
+        labels_row.addWidget(self.labels_combo, 1)
+        labels_row.addWidget(self.new_labels_button)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("Painted slices", AnnotationMode.SLICES.value)
+        self.mode_combo.addItem("Scribbles", AnnotationMode.SCRIBBLES.value)
+        self.background_spin = QSpinBox()
+        self.background_spin.setRange(1, 65535)
+        self.background_spin.setValue(9)
+        self.background_spin.setToolTip("Scribble mode: the label value you paint background with")
+        self.background_spin.setEnabled(False)
+        self.annotated_label = QLabel("-")
+        self.annotated_label.setWordWrap(True)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", labels_row)
+        form.addRow("Annotation", self.mode_combo)
+        form.addRow("Background label", self.background_spin)
+        form.addRow("Annotated", self.annotated_label)
+        self.new_labels_button.clicked.connect(self.add_annotation_layer)
+        self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
+        self.labels_combo.currentIndexChanged.connect(self._on_labels_changed)
+        return box
+
+    def _training_box(self) -> QGroupBox:
+        box = QGroupBox("Training")
+        form = QFormLayout(box)
+        self.strategy_combo = QComboBox()
+        for name, preset in PRESETS.items():
+            self.strategy_combo.addItem(name, name)
+            self.strategy_combo.setItemData(self.strategy_combo.count() - 1, preset.summary, 3)
+        self.strategy_combo.setCurrentIndex(max(0, self.strategy_combo.findData(DEFAULT_STRATEGY)))
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_label = QLabel(describe_devices())
+        self.device_label.setWordWrap(True)
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setRange(0.1, 100000)
+        self.budget_spin.setDecimals(1)
+        self.budget_spin.setValue(2.0)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(["minutes", "iterations"])
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.budget_spin, 1)
+        budget_row.addWidget(self.budget_unit)
+        self.continue_check = QCheckBox("Continue from the last model")
+        self.continue_check.setEnabled(False)
+        self.start_button = QPushButton("Start training")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("Paint a few slices, then start training.")
+        self.status_label.setWordWrap(True)
+        form.addRow("Strategy", self.strategy_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.device_label)
+        form.addRow("Budget", budget_row)
+        form.addRow("", self.continue_check)
+        form.addRow(buttons)
+        form.addRow(self.progress_bar)
+        form.addRow(self.status_label)
+        self.start_button.clicked.connect(self.start_training)
+        self.stop_button.clicked.connect(self.stop_training)
+        return box
+
+    def _review_box(self) -> QGroupBox:
+        box = QGroupBox("Review and export")
+        layout = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.accept_slice_button = QPushButton("Accept slice")
+        self.accept_slice_button.setToolTip("Copy the prediction of the slice on screen into the labels")
+        self.accept_all_button = QPushButton("Accept all")
+        self.accept_all_button.setToolTip("Copy the whole prediction into the labels (painted voxels are kept)")
+        row.addWidget(self.accept_slice_button)
+        row.addWidget(self.accept_all_button)
+        layout.addLayout(row)
+        self.export_button = QPushButton("Export labels...")
+        layout.addWidget(self.export_button)
+        self.accept_slice_button.clicked.connect(self.accept_slice)
+        self.accept_all_button.clicked.connect(self.accept_all)
+        self.export_button.clicked.connect(self._choose_export_path)
+        self._set_review_enabled(False)
+        return box
+
+    def _connect_viewer(self) -> None:
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self.refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._on_slice_changed)
+        self.viewer.dims.events.order.connect(self.update_annotated_summary)
+
+    # ----- layer selection ----------------------------------------------------------
+    def refresh_layers(self, event=None) -> None:
+        """Fill the layer pickers, keeping the current choice where it still exists."""
+        self._fill_combo(self.image_combo, [l.name for l in self.viewer.layers if isinstance(l, Image)
+                                            and l.name != CERTAINTY_LAYER])
+        self._fill_combo(self.labels_combo, [l.name for l in self.viewer.layers if isinstance(l, Labels)
+                                             and l.name != PREDICTION_LAYER])
+        self._on_labels_changed()
+
+    @staticmethod
+    def _fill_combo(combo: QComboBox, names: list[str]) -> None:
+        current = combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        if current in names:
+            combo.setCurrentText(current)
+        combo.blockSignals(False)
+
+    @property
+    def image_layer(self) -> Image | None:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def labels_layer(self) -> Labels | None:
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def add_annotation_layer(self) -> Labels | None:
+        """An empty labels layer on the image's grid, selected for painting."""
+        image = self.image_layer
+        if image is None:
+            show_warning("Open an image first.")
+            return None
+        layer = self.viewer.add_labels(np.zeros(image.data.shape, dtype=np.uint8),
+                                       **geometry_kwargs(image, "annotations"))
+        self.labels_combo.setCurrentText(layer.name)
+        return layer
+
+    def _on_mode_changed(self) -> None:
+        self.background_spin.setEnabled(self.mode_combo.currentData() == AnnotationMode.SCRIBBLES.value)
+        self.update_annotated_summary()
+
+    def _on_labels_changed(self, *args) -> None:
+        layer = self.labels_layer
+        if layer is not None and id(layer) not in self._watched_layers:
+            layer.events.paint.connect(self.update_annotated_summary)
+            layer.events.data.connect(self.update_annotated_summary)
+            self._watched_layers.add(id(layer))
+        self.update_annotated_summary()
+
+    def scheme(self) -> AnnotationScheme:
+        mode = AnnotationMode(self.mode_combo.currentData())
+        background = self.background_spin.value() if mode is AnnotationMode.SCRIBBLES else None
+        return AnnotationScheme(mode, painting_axis(self.viewer), background)
+
+    def update_annotated_summary(self, event=None) -> None:
+        layer = self.labels_layer
+        if layer is None or layer.ndim != 3:
+            self.annotated_label.setText("Pick or create a 3D labels layer.")
+            return
+        axis = painting_axis(self.viewer)
+        indices = annotated_slices(np.asarray(layer.data), axis)
+        shown = ", ".join(str(i) for i in indices[:20]) + (" ..." if len(indices) > 20 else "")
+        self.annotated_label.setText(
+            f"{len(indices)} of {layer.data.shape[axis]} slices along {AXIS_NAMES[axis]}" + (f": {shown}" if shown else "")
+        )
+
+    # ----- training -----------------------------------------------------------------
+    def config(self) -> TrainConfig:
+        budget = self.budget_spin.value()
+        by_iterations = self.budget_unit.currentText() == "iterations"
+        return TrainConfig(
+            strategy=self.strategy_combo.currentData(),
+            minutes=None if by_iterations else budget,
+            iterations=int(budget) if by_iterations else None,
+            device=self.device_combo.currentText(),
+            threads=background_threads(),
+        )
+
+    def start_training(self) -> bool:
+        """Snapshot image and labels, then train in a separate process. Returns success."""
+        if self.process is not None and self.process.running:
+            show_info("Training is already running.")
+            return False
+        try:
+            job = self._make_job()
+        except (AnnotationError, VolumeError, ValueError) as error:
+            self._say(str(error))
+            show_error(str(error))
+            return False
+        self._job_axis = job.data.scheme.axis
+        self.process = TrainingProcess(job)
+        self.process.start()
+        self._request_preview()
+        self._timer.start()
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.progress_bar.setValue(0)
+        self._say("Starting the training process...")
+        return True
+
+    def _make_job(self) -> TrainingJob:
+        image, labels = self.image_layer, self.labels_layer
+        if image is None or labels is None:
+            raise ValueError("Choose an image layer and a labels layer (or create one with New).")
+        volume = volume_from_layer(image)
+        painted = np.array(labels.data, copy=True)
+        data = TrainingData([volume], [painted], self.scheme())
+        data.check()
+        run_dir = self.runs_dir / time.strftime("%Y%m%d-%H%M%S")
+        resume = self.last_model if self.continue_check.isChecked() and self.last_model else None
+        return TrainingJob(data, self.config(), str(run_dir), resume_from=resume)
+
+    def stop_training(self) -> None:
+        """Ask training to stop after its current step; the model so far is kept."""
+        if self.process is not None and self.process.running:
+            self.process.stop()
+            self._say("Stopping after the current step...")
+
+    def _request_preview(self) -> None:
+        if self.process is None or self.image_layer is None:
+            return
+        self.process.request_preview(0, current_slice(self.viewer, self.image_layer, self._job_axis))
+
+    def _on_slice_changed(self, event=None) -> None:
+        if self.process is not None and self.process.running:
+            self._request_preview()
+
+    def _poll(self) -> None:
+        if self.process is None:
+            return
+        for event in self.process.poll():
+            self._handle(event)
+        if not self.process.running:
+            self._timer.stop()
+            self.start_button.setEnabled(True)
+            self.stop_button.setEnabled(False)
+
+    def _handle(self, event) -> None:
+        if isinstance(event, TrainingStarted):
+            self._say(f"Training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated, "
+                      f"{event.unannotated_slices} unannotated slices.")
+        elif isinstance(event, StepCompleted):
+            self.progress_bar.setValue(int(event.progress * 1000))
+            self._say(f"Iteration {event.iteration}, loss {event.loss:.3f}, {event.slices_per_second:.1f} slices/s")
+        elif isinstance(event, PreviewReady):
+            self._show_preview(event)
+        elif isinstance(event, VolumePredicted):
+            self._show_prediction(event)
+        elif isinstance(event, TrainingFinished):
+            self.progress_bar.setValue(1000)
+            self.last_model = event.model_path
+            self.continue_check.setEnabled(True)
+            verb = "Stopped" if event.reason == "stopped" else "Finished"
+            self._say(f"{verb} after {event.iteration} iterations ({event.seconds:.0f} s). Review the prediction.")
+        elif isinstance(event, TrainingFailed):
+            log.error("training failed: %s\n%s", event.message, event.details)
+            self._say(f"Training failed: {event.message}")
+            show_error(f"Training failed: {event.message}")
+
+    def _show_preview(self, event: PreviewReady) -> None:
+        image = self.image_layer
+        if image is None:
+            return
+        shape = image.data.shape
+        prediction = self.viewer.layers[PREDICTION_LAYER].data if PREDICTION_LAYER in self.viewer.layers else None
+        if prediction is None or prediction.shape != shape:
+            prediction = np.zeros(shape, dtype=np.int32)
+        certainty_layer = self.viewer.layers[CERTAINTY_LAYER] if CERTAINTY_LAYER in self.viewer.layers else None
+        certainty = certainty_layer.data if certainty_layer is not None and certainty_layer.data.shape == shape \
+            else np.ones(shape, dtype=np.float32)
+        index = [slice(None)] * 3
+        index[event.axis] = event.slice_index
+        prediction[tuple(index)] = event.labels
+        certainty[tuple(index)] = event.certainty
+        self._show_layers(prediction, certainty)
+
+    def _show_prediction(self, event: VolumePredicted) -> None:
+        self.prediction = event.labels
+        self._show_layers(event.labels, event.certainty)
+        self._set_review_enabled(True)
+
+    def _show_layers(self, prediction: np.ndarray, certainty: np.ndarray) -> None:
+        image = self.image_layer
+        upsert_layer(self.viewer, CERTAINTY_LAYER, certainty, "image", image,
+                     colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.4)
+        layer = upsert_layer(self.viewer, PREDICTION_LAYER, prediction, "labels", image, opacity=0.5)
+        layer.refresh()
+        if self.labels_layer is not None:
+            self.viewer.layers.selection.active = self.labels_layer
+
+    # ----- review -------------------------------------------------------------------
+    def _set_review_enabled(self, enabled: bool) -> None:
+        for button in (self.accept_slice_button, self.accept_all_button):
+            button.setEnabled(enabled)
+
+    def accept_all(self) -> int:
+        """Accept the whole prediction into the labels layer (one undo step)."""
+        return self._accept(None)
+
+    def accept_slice(self) -> int:
+        """Accept the prediction of the slice on screen (one undo step)."""
+        layer = self.labels_layer
+        if layer is None:
+            return 0
+        axis = painting_axis(self.viewer)
+        region = [slice(None)] * 3
+        region[axis] = current_slice(self.viewer, layer, axis)
+        return self._accept(tuple(region))
+
+    def _accept(self, region) -> int:
+        layer = self.labels_layer
+        if layer is None or self.prediction is None:
+            show_warning("Train a model first: there is no prediction to accept.")
+            return 0
+        if self.prediction.shape != layer.data.shape:
+            show_error("The prediction does not match this labels layer's shape; choose the layer you trained on.")
+            return 0
+        changed = accept_into(layer, self.prediction, region)
+        self._say(f"Accepted {changed} voxels (Ctrl+Z in the labels layer undoes it).")
+        return changed
+
+    def _choose_export_path(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.nii.gz",
+                                              "Medical volumes (*.nii.gz *.nii *.mha *.nrrd)")
+        if path:
+            self.export_labels(path)
+
+    def export_labels(self, path: str) -> str | None:
+        """Write the labels layer in its source geometry; the file is re-read and checked."""
+        layer = self.labels_layer
+        if layer is None:
+            show_warning("Pick a labels layer to export.")
+            return None
+        try:
+            written = write_labels(path, layer.data, layer_meta(layer))[0]
+        except (RuntimeError, ValueError) as error:
+            show_error(str(error))
+            self._say(str(error))
+            return None
+        self._say(f"Exported and verified {written}")
+        return written
+
+    def _say(self, message: str) -> None:
+        self.status_label.setText(message)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        if self.process is not None and self.process.running:
+            self.process.kill()
+        super().closeEvent(event)

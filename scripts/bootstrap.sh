@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up everything from nothing but Python 3.10+ and run the program or the tests.
+#   bash scripts/bootstrap.sh demo   # napari with the plugin docked and the bundled sample
+#   bash scripts/bootstrap.sh test   # the whole test suite
+# Environment: PYTHON (default python3), VENV (default .venv), TORCH_SPEC (default torch==2.13.0,
+# the CPU build; on a GPU machine set TORCH_SPEC to the CUDA build you want, e.g. "torch").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE="${1:-}"
+shift || true
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+# Qt 6's xcb platform plugin links these; Xvfb gives napari a screen on headless machines.
+QT_PACKAGES=(libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1)
+TEST_PACKAGES=(xvfb xauth)
+
+usage() { echo "usage: bash scripts/bootstrap.sh demo|test [extra arguments]" >&2; exit 2; }
+[[ "$MODE" == demo || "$MODE" == test ]] || usage
+
+install_debian_packages() {
+  command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 || return 0
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  echo "installing system packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_packages() {
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" -e ".[test]"
+}
+
+if [[ "$MODE" == test ]]; then
+  install_debian_packages "${QT_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+  install_python_packages
+  exec "$VENV/bin/python" -m pytest "$@"
+fi
+
+install_debian_packages "${QT_PACKAGES[@]}"
+install_python_packages
+if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]]; then
+  install_debian_packages "${TEST_PACKAGES[@]}"
+  echo "no display found: running on a virtual screen and saving a screenshot to demo.png" >&2
+  exec xvfb-run -a -s "-screen 0 1600x1000x24" "$VENV/bin/napari-semiseg" demo --screenshot demo.png "$@"
+fi
+exec "$VENV/bin/napari-semiseg" demo "$@"

@@ -1,0 +1,164 @@
+"""The training engine on synthetic phantoms: learning, events, stop, checkpoints, resume."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_semiseg.core.annotations import AnnotationScheme
+from napari_semiseg.core.config import ConfigError, TrainConfig
+from napari_semiseg.core.engine import TrainingData, get_preset, strategy_names, train
+from napari_semiseg.core.engine.checkpoint import CheckpointError, load_checkpoint
+from napari_semiseg.core.engine.data import BatchSampler, apply_augmentation, build_training_slices, draw_augmentation
+from napari_semiseg.core.engine.schedules import gaussian_warmup, poly, sigmoid_rampup
+from napari_semiseg.core.events import StepCompleted, TrainingFinished, TrainingStarted
+from napari_semiseg.core.model import load_model
+from napari_semiseg.core.phantoms import paint_slices, ring_phantom
+from napari_semiseg.core.predict import predict_volume
+
+PAINTED = [3, 8, 12]
+
+
+def _dice(prediction, truth, label):
+    a, b = prediction == label, truth == label
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def _phantom_data(seed=1):
+    volume, truth = ring_phantom((16, 64, 64), seed=seed)
+    return volume, truth, TrainingData([volume], [paint_slices(truth, PAINTED)], AnnotationScheme())
+
+
+def _run(data, tmp_path, **config):
+    config.setdefault("patch_size", 64)
+    events = list(train(data, TrainConfig(**config), tmp_path))
+    return events
+
+
+def test_supervised_training_learns_the_unpainted_slices(tmp_path):
+    """From 3 painted slices, 120 CPU steps segment the other 13 slices (untrained: near 0)."""
+    volume, truth, data = _phantom_data()
+    events = _run(data, tmp_path, strategy="supervised", iterations=120, seed=0)
+    assert isinstance(events[0], TrainingStarted) and isinstance(events[-1], TrainingFinished)
+    model = load_model(tmp_path)
+    prediction = predict_volume(model, volume)
+    unpainted = [i for i in range(16) if i not in PAINTED]
+    dice = np.mean([_dice(prediction.labels[unpainted], truth[unpainted], c) for c in (1, 2)])
+    assert dice > 0.85, f"mean Dice on unpainted slices {dice:.3f}"
+
+    untrained = load_model(tmp_path)
+    for network in untrained.networks.values():
+        for parameter in network.parameters():
+            torch.nn.init.normal_(parameter, std=0.02)
+    baseline = predict_volume(untrained, volume)
+    baseline_dice = np.mean([_dice(baseline.labels[unpainted], truth[unpainted], c) for c in (1, 2)])
+    assert baseline_dice < 0.5 < dice
+
+
+def test_cross_teaching_trains_two_members_and_reports_disagreement(tmp_path):
+    volume, truth, data = _phantom_data(seed=3)
+    events = _run(data, tmp_path, strategy="cross_teaching", iterations=6, batch_size=4, seed=0)
+    started = events[0]
+    assert started.unannotated_slices == 13 and started.annotated_slices == 3
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert {"supervised", "cross_pseudo", "total"} <= set(steps[-1].terms)
+    model = load_model(tmp_path)
+    assert set(model.networks) == {"cnn", "transformer"}
+    prediction = predict_volume(model, volume)
+    assert prediction.disagreement.shape == truth.shape
+    assert 0 <= prediction.disagreement.min() and prediction.disagreement.max() <= 1
+    assert 0 <= prediction.certainty.min() and prediction.certainty.max() <= 1.0 + 1e-6
+
+
+def test_stop_flag_ends_training_and_still_saves_the_model(tmp_path):
+    _, _, data = _phantom_data()
+    stop = threading.Event()
+    events = []
+    for event in train(data, TrainConfig(strategy="supervised", iterations=10_000, patch_size=64), tmp_path, stop):
+        events.append(event)
+        if isinstance(event, StepCompleted) or len(events) > 1:
+            stop.set()
+    assert events[-1].reason == "stopped" and events[-1].iteration < 10_000
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_checkpoint_holds_config_and_resume_continues_counting(tmp_path):
+    _, _, data = _phantom_data()
+    _run(data, tmp_path / "first", strategy="supervised", iterations=5)
+    checkpoint = load_checkpoint(tmp_path / "first")
+    assert checkpoint["config"]["iterations"] == 5 and checkpoint["strategy"] == "supervised"
+    assert checkpoint["members"][0]["build_args"]["network"] == "unet"
+    events = list(train(data, TrainConfig(strategy="supervised", iterations=3, patch_size=64), tmp_path / "second",
+                        initial_checkpoint=checkpoint))
+    assert events[-1].iteration == 8
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused_with_a_reason(tmp_path):
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(broken)
+
+    class Payload:
+        pass
+
+    torch.save({"format": "napari-semiseg-model", "code": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused for safety"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a napari-semiseg model"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"format": "napari-semiseg-model", "format_version": 99}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="Retrain"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_presets_exist_and_unknown_names_are_listed():
+    assert {"supervised", "cross_teaching"} <= set(strategy_names())
+    assert not get_preset("supervised").uses_unannotated and get_preset("cross_teaching").uses_unannotated
+    with pytest.raises(ValueError, match="Choose one of"):
+        get_preset("nope")
+
+
+def test_config_validation():
+    assert TrainConfig().minutes == 5.0
+    with pytest.raises(ConfigError, match="not both"):
+        TrainConfig(minutes=1, iterations=3)
+    with pytest.raises(ConfigError, match="device"):
+        TrainConfig(device="tpu")
+    config = TrainConfig(strategy="supervised", iterations=7)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_schedules_are_fractions_of_the_budget():
+    assert gaussian_warmup(1.0) == 1.0 and gaussian_warmup(0.0) == pytest.approx(np.exp(-5))
+    assert sigmoid_rampup(0.4) == 1.0 and sigmoid_rampup(0.9) == 1.0
+    assert poly(0.0) == 1.0 and poly(1.0) == 0.0
+
+
+def test_batches_mix_annotated_and_unannotated_slices_and_keep_ignore_under_augmentation():
+    volume, truth = ring_phantom((6, 40, 50), seed=0)
+    sparse = paint_slices(truth, [2])
+    from napari_semiseg.core.annotations import to_targets
+
+    targets = to_targets(sparse, AnnotationScheme(), (0, 1, 2))
+    slices = build_training_slices([volume.array], [targets], axis=0)
+    assert slices.counts == (1, 5)
+    sampler = BatchSampler(slices, patch_size=48, batch_size=6, use_unannotated=True, augment=True, seed=0)
+    batch = sampler.sample()
+    assert batch.images.shape == (6, 1, 48, 48) and batch.annotated == 3
+    assert (batch.targets[3:] == -1).all()
+    assert set(batch.targets[:3].unique().tolist()) <= {-1, 0, 1, 2}
+
+
+def test_augmentation_moves_image_and_labels_together():
+    image = torch.zeros(1, 1, 32, 32)
+    image[0, 0, 4:12, 20:28] = 1.0
+    target = (image[:, 0] > 0.5).long()
+    params = draw_augmentation(1, torch.Generator().manual_seed(3))
+    params.update(contrast=torch.ones(1), brightness=torch.zeros(1), noise=torch.zeros(1),
+                  flip_x=torch.tensor([True]), angle=torch.zeros(1), scale=torch.ones(1))
+    warped, warped_target = apply_augmentation(image, target, params)
+    assert torch.equal(warped_target[0] == 1, warped[0, 0] > 0.5)
+    assert warped_target[0, 4:12, 4:12].all()

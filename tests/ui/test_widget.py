@@ -1,0 +1,91 @@
+"""The dock widget end to end: train in a separate process, preview, accept, undo, export."""
+
+import numpy as np
+import pytest
+
+from napari_semiseg.core.phantoms import paint_slices, ring_phantom
+from napari_semiseg.core.volume import Geometry, read_volume
+from napari_semiseg.ui.widget import SemisegWidget
+
+TRAINING_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def scene(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    volume, truth = ring_phantom((8, 48, 48), seed=2, spacing=(3.0, 0.8, 0.8))
+    geometry = Geometry(spacing=(3.0, 0.8, 0.8), origin=(10.0, -5.0, 2.0))
+    image = viewer.add_image(volume.array, name="image", scale=geometry.spacing, translate=geometry.origin)
+    labels = viewer.add_labels(paint_slices(truth, [1, 4, 6]), name="annotations",
+                               scale=geometry.spacing, translate=geometry.origin)
+    widget = SemisegWidget(viewer, runs_dir=tmp_path / "runs")
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.setCurrentText(image.name)
+    widget.labels_combo.setCurrentText(labels.name)
+    return viewer, widget, labels, truth
+
+
+def _train(qtbot, widget, iterations=40, strategy="supervised"):
+    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(strategy))
+    widget.budget_unit.setCurrentText("iterations")
+    widget.budget_spin.setValue(iterations)
+    assert widget.start_training(), widget.status_label.text()
+    qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
+
+
+def test_widget_lists_annotated_slices(scene):
+    viewer, widget, labels, truth = scene
+    assert widget.annotated_label.text().startswith("3 of 8 slices along z: 1, 4, 6")
+
+
+def test_training_shows_prediction_and_acceptance_is_one_undo_step(scene, qtbot, tmp_path):
+    viewer, widget, labels, truth = scene
+    _train(qtbot, widget)
+    assert "Finished after 40 iterations" in widget.status_label.text()
+    prediction, certainty = viewer.layers["prediction"], viewer.layers["certainty"]
+    assert prediction.data.shape == truth.shape
+    np.testing.assert_allclose(prediction.scale, labels.scale)
+    np.testing.assert_allclose(prediction.translate, labels.translate)
+    assert 0.0 <= certainty.data.min() and certainty.data.max() <= 1.0
+
+    painted = labels.data.copy()
+    viewer.dims.set_current_step(0, 3)
+    changed = widget.accept_slice()
+    assert changed > 0
+    assert np.array_equal(labels.data[[0, 1, 2, 4, 5, 6, 7]], painted[[0, 1, 2, 4, 5, 6, 7]])
+    labels.undo()
+    assert np.array_equal(labels.data, painted)
+
+    changed = widget.accept_all()
+    assert changed > 0
+    assert np.array_equal(labels.data[painted != 0], painted[painted != 0]), "painted voxels were overwritten"
+    labels.undo()
+    assert np.array_equal(labels.data, painted)
+
+    written = widget.export_labels(str(tmp_path / "mask.nii.gz"))
+    reread = read_volume(written)
+    assert np.array_equal(reread.array, painted)
+    np.testing.assert_allclose(reread.geometry.spacing, (3.0, 0.8, 0.8))
+    np.testing.assert_allclose(reread.geometry.origin, (10.0, -5.0, 2.0))
+
+
+def test_empty_annotation_gives_a_clear_message(scene):
+    viewer, widget, labels, truth = scene
+    labels.data = np.zeros_like(labels.data)
+    assert not widget.start_training()
+    assert "Nothing is annotated yet" in widget.status_label.text()
+
+
+def test_killed_training_process_is_reported_and_viewer_keeps_working(scene, qtbot):
+    viewer, widget, labels, truth = scene
+    widget.budget_unit.setCurrentText("minutes")
+    widget.budget_spin.setValue(10)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: "Iteration" in widget.status_label.text(), timeout=TRAINING_TIMEOUT_MS)
+    widget.process.kill()
+    qtbot.waitUntil(lambda: not widget.process.running, timeout=10_000)
+    assert "ended unexpectedly" in widget.status_label.text()
+    before = labels.data.copy()
+    labels.data_setitem((np.array([0]), np.array([0]), np.array([0])), 2)
+    assert labels.data[0, 0, 0] == 2 and widget.start_button.isEnabled()
+    assert np.array_equal(np.delete(labels.data.ravel(), 0), np.delete(before.ravel(), 0))
