@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from .cli_registration import add_parsers as add_registration_parsers
+
 log = logging.getLogger("napari_semiseg")
 
 
@@ -36,16 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="open napari with the plugin docked and the bundled sample")
     demo.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
     demo.set_defaults(handler=run_demo)
-    _add_optional_commands(commands)
+    add_registration_parsers(commands)
     return parser
-
-
-def _add_optional_commands(commands) -> None:
-    try:
-        from .cli_registration import add_parsers
-    except ImportError:
-        return
-    add_parsers(commands)
 
 
 def _add_train(commands) -> None:
@@ -60,7 +54,7 @@ def _add_train(commands) -> None:
     )
     train.add_argument("images", nargs="+", metavar="IMAGE")
     train.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
-    train.add_argument("--strategy", default="cross_teaching")
+    train.add_argument("--strategy", default="supervised")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float)
     budget.add_argument("--iterations", type=int)
@@ -103,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.config import TrainConfig
     from .core.engine import TrainingData, train
     from .core.engine.checkpoint import load_checkpoint
-    from .core.events import CheckpointSaved, StepCompleted, TrainingFinished, TrainingStarted
+    from .core.events import CheckpointSaved, PseudoLabelsReady, StepCompleted, TrainingFinished, TrainingStarted
     from .core.volume import read_volume
 
     if len(args.labels) > len(args.images):
@@ -128,6 +122,9 @@ def run_train(args: argparse.Namespace) -> int:
             if isinstance(event, TrainingStarted):
                 _say(f"training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated and "
                      f"{event.unannotated_slices} unannotated slices, classes {list(event.label_values)}")
+            elif isinstance(event, PseudoLabelsReady):
+                _say(f"registration pseudo-labels for {volumes[event.volume_index].name} ({event.source}): "
+                     f"{event.seconds:.1f} s, mean quality {event.mean_quality:.2f}")
             elif isinstance(event, StepCompleted):
                 journal.write(json.dumps({"iteration": event.iteration, "seconds": round(event.seconds, 2),
                                           **{k: round(v, 5) for k, v in event.terms.items()}}) + "\n")

@@ -36,7 +36,7 @@ class TrainConfig:
         checkpoint_seconds: how often a checkpoint is written while training.
     """
 
-    strategy: str = "cross_teaching"
+    strategy: str = "supervised"
     minutes: float | None = None
     iterations: int | None = None
     device: str = "auto"

@@ -23,6 +23,16 @@ class TrainingStarted:
 
 
 @dataclass(frozen=True)
+class PseudoLabelsReady:
+    """Registration pseudo-labels for one training volume are computed."""
+
+    volume_index: int
+    source: str
+    seconds: float
+    mean_quality: float
+
+
+@dataclass(frozen=True)
 class StepCompleted:
     iteration: int
     progress: float

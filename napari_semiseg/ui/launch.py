@@ -12,13 +12,13 @@ def open_demo(screenshot: str | None = None, show: bool = True, run: bool = True
     Args:
         screenshot: save a screenshot of the whole window there and close (for checks).
         show: show the window (a screenshot needs it).
-        run: enter napari's event loop; False returns the viewer (tests).
+        run: enter napari's event loop; False returns ``(viewer, widget)`` (tests, scripts).
     """
     import napari
 
     viewer = napari.Viewer(title="napari-semiseg", show=show)
     viewer.open_sample(PLUGIN, "mni152")
-    viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     annotations = viewer.layers["annotations"]
     viewer.layers.selection.active = annotations
     annotations.mode = "paint"
@@ -30,7 +30,7 @@ def open_demo(screenshot: str | None = None, show: bool = True, run: bool = True
         viewer.close()
         return 0
     if not run:
-        return viewer
+        return viewer, widget
     napari.run()
     return 0
 

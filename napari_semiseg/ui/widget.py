@@ -32,7 +32,7 @@ from ..core.config import TrainConfig
 from ..core.device import describe_devices
 from ..core.engine import TrainingData
 from ..core.engine.presets import PRESETS
-from ..core.events import PreviewReady, StepCompleted, TrainingFailed, TrainingFinished, TrainingStarted
+from ..core.events import PreviewReady, PseudoLabelsReady, StepCompleted, TrainingFailed, TrainingFinished, TrainingStarted
 from ..core.volume import VolumeError
 from .layers import (
     AXIS_NAMES,
@@ -46,11 +46,12 @@ from .layers import (
     upsert_layer,
     volume_from_layer,
 )
+from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
 from .training_process import TrainingJob, TrainingProcess, VolumePredicted, background_threads
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
-DEFAULT_STRATEGY = "cross_teaching"
+DEFAULT_STRATEGY = "supervised"
 
 
 class SemisegWidget(QWidget):
@@ -78,6 +79,8 @@ class SemisegWidget(QWidget):
         layout.addWidget(self._data_box())
         layout.addWidget(self._training_box())
         layout.addWidget(self._review_box())
+        self.propagation = PropagationPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer, self._say)
+        layout.addWidget(self.propagation)
         layout.addStretch(1)
 
     def _data_box(self) -> QGroupBox:
@@ -186,9 +189,9 @@ class SemisegWidget(QWidget):
     def refresh_layers(self, event=None) -> None:
         """Fill the layer pickers, keeping the current choice where it still exists."""
         self._fill_combo(self.image_combo, [l.name for l in self.viewer.layers if isinstance(l, Image)
-                                            and l.name != CERTAINTY_LAYER])
+                                            and l.name not in (CERTAINTY_LAYER, QUALITY_LAYER)])
         self._fill_combo(self.labels_combo, [l.name for l in self.viewer.layers if isinstance(l, Labels)
-                                             and l.name != PREDICTION_LAYER])
+                                             and l.name not in (PREDICTION_LAYER, REGISTERED_LAYER)])
         self._on_labels_changed()
 
     @staticmethod
@@ -326,6 +329,8 @@ class SemisegWidget(QWidget):
         if isinstance(event, TrainingStarted):
             self._say(f"Training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated, "
                       f"{event.unannotated_slices} unannotated slices.")
+        elif isinstance(event, PseudoLabelsReady):
+            self._say(f"Registration pseudo-labels ready ({event.source}, {event.seconds:.1f} s); training...")
         elif isinstance(event, StepCompleted):
             self.progress_bar.setValue(int(event.progress * 1000))
             self._say(f"Iteration {event.iteration}, loss {event.loss:.3f}, {event.slices_per_second:.1f} slices/s")

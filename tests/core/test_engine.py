@@ -94,16 +94,17 @@ def test_checkpoint_holds_config_and_resume_continues_counting(tmp_path):
     assert events[-1].iteration == 8
 
 
+class PickledCode:
+    """Stands for an arbitrary object that unpickling would execute code to rebuild."""
+
+
 def test_corrupt_and_foreign_checkpoints_are_refused_with_a_reason(tmp_path):
     broken = tmp_path / "model.pt"
     broken.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="damaged"):
         load_checkpoint(broken)
 
-    class Payload:
-        pass
-
-    torch.save({"format": "napari-semiseg-model", "code": Payload()}, tmp_path / "evil.pt")
+    torch.save({"format": "napari-semiseg-model", "code": PickledCode()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="refused for safety"):
         load_checkpoint(tmp_path / "evil.pt")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
@@ -158,7 +159,41 @@ def test_augmentation_moves_image_and_labels_together():
     target = (image[:, 0] > 0.5).long()
     params = draw_augmentation(1, torch.Generator().manual_seed(3))
     params.update(contrast=torch.ones(1), brightness=torch.zeros(1), noise=torch.zeros(1),
-                  flip_x=torch.tensor([True]), angle=torch.zeros(1), scale=torch.ones(1))
-    warped, warped_target = apply_augmentation(image, target, params)
+                  flip_x=torch.tensor([True]), flip_y=torch.tensor([False]), angle=torch.zeros(1),
+                  scale=torch.ones(1))
+    weight = image[:, 0].clone()
+    warped, (warped_target,), (warped_weight,) = apply_augmentation(image, [target], params, [weight])
     assert torch.equal(warped_target[0] == 1, warped[0, 0] > 0.5)
     assert warped_target[0, 4:12, 4:12].all()
+    assert torch.equal(warped_weight[0] > 0.5, warped[0, 0] > 0.5)
+
+
+def test_registration_term_uses_trusted_registered_labels_on_unannotated_rows_only():
+    from napari_semiseg.core.engine.terms import Batch, TermContext, registration_term
+
+    logits = {"a": torch.zeros(2, 2, 1, 2, requires_grad=True)}
+    pseudo = torch.tensor([[[0, 0]], [[1, -1]]])
+    weights = torch.tensor([[[1.0, 1.0]], [[0.5, 0.0]]])
+    batch = Batch(torch.zeros(2, 1, 1, 2), torch.full((2, 1, 2), -1), 1, pseudo, weights)
+    loss = registration_term(batch, logits, TermContext(2))["a"]
+    # row 1 only; one known pixel of class 1 at p = 0.5 with quality 0.5: CE = 0.5 log 2,
+    # Dice over classes 0 and 1
+    dice = 1 - ((0 + 1e-5) / (0.5 + 1e-5) + (1.0 + 1e-5) / (1.5 + 1e-5)) / 2
+    assert loss.item() == pytest.approx(0.5 * np.log(2) + dice, rel=1e-4)
+    loss.backward()
+    assert logits["a"].grad[0].abs().sum() == 0, "annotated rows get no registration gradient"
+
+
+def test_cct_r_computes_registration_pseudo_labels_for_painted_and_unannotated_volumes(tmp_path):
+    from napari_semiseg.core.events import PseudoLabelsReady
+
+    volume, truth = ring_phantom((12, 48, 48), seed=4)
+    other, _ = ring_phantom((12, 48, 48), seed=5)
+    data = TrainingData([volume, other], [paint_slices(truth, [2, 6, 9]), None], AnnotationScheme())
+    events = _run(data, tmp_path, strategy="cct_r", iterations=3, batch_size=4, patch_size=48)
+    ready = [e for e in events if isinstance(e, PseudoLabelsReady)]
+    assert [e.volume_index for e in ready] == [0, 1]
+    assert ready[1].source == f"from {volume.name}"
+    assert all(0.0 <= e.mean_quality <= 1.0 for e in ready)
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert steps[-1].terms["registration"] > 0

@@ -20,3 +20,11 @@ print(','.join(loaded))
 def test_core_and_cli_import_no_gui_modules():
     result = subprocess.run([sys.executable, "-c", PROBE, *GUI_MODULES], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"GUI modules imported by the core: {result.stdout.strip()}"
+
+
+def test_each_entry_module_imports_on_its_own():
+    """Import cycles only show when a module is the first one imported."""
+    for module in ("napari_semiseg.core.model", "napari_semiseg.core.predict", "napari_semiseg.core.engine.loop",
+                   "napari_semiseg.core.registration", "napari_semiseg.cli"):
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert result.returncode == 0, f"importing {module} first fails:\n{result.stderr[-2000:]}"

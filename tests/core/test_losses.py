@@ -48,7 +48,7 @@ def test_pixel_weights_emphasise_boundary_pixels():
     logits = _logits_for([[[[0.2, 0.5, 0.9]], [[0.8, 0.5, 0.1]]]])
     target = torch.tensor([[[1, IGNORE, 0]]])
     weight = torch.tensor([[[3.0, 1.0, 1.0]]])
-    expected = -(3 * math.log(0.8) + math.log(0.9)) / 4
+    expected = -(3 * math.log(0.8) + math.log(0.9)) / 2
     assert masked_cross_entropy(logits, target, weight).item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_semiseg.core.networks import build_network, count_parameters, network_names
-from napari_semiseg.core.networks.blocks import WindowAttention, window_geometry
+from napari_semiseg.core.networks.blocks import MAX_CACHED_GRIDS, WindowAttention, window_geometry
 
 NAMES = ["unet", "swin_unet", "cs_unet"]
 
@@ -86,7 +86,10 @@ def test_parameter_counts() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trip_through_json_spec(name: str) -> None:
-    net = small(name, depths=[2, 2, 2], num_heads=[1, 2, 4]) if name != "unet" else small(name, channels=[8, 16, 32, 64], dropout=[0.0, 0.1, 0.2, 0.3])
+    if name == "unet":
+        net = small(name, channels=[8, 16, 32, 64], dropout=[0.0, 0.1, 0.2, 0.3])
+    else:
+        net = small(name, depths=[2, 2, 2], num_heads=[1, 2, 4])
     x = torch.randn(2, 1, 40, 48)
     net.train()
     net(x)  # moves BatchNorm statistics away from their initial values
@@ -153,6 +156,15 @@ def test_window_attention_matches_token_by_token_reference(shifted: bool, hw: tu
         attn.bias_table.normal_()
         qkv = torch.randn(2, *hw, 24)
         torch.testing.assert_close(attn(qkv), _reference_window_attention(attn, qkv), rtol=1e-4, atol=1e-5)
+
+
+def test_window_attention_cache_is_bounded() -> None:
+    attn = WindowAttention(dim=8, num_heads=2, window_size=4, shifted=True)
+    with torch.no_grad():
+        for side in range(3, 3 + 2 * MAX_CACHED_GRIDS):
+            assert attn(torch.randn(1, side, 5, 24)).shape == (1, side, 5, 8)
+    assert len(dict(attn.named_buffers())) <= 2 * MAX_CACHED_GRIDS
+    assert list(attn.state_dict()) == ["bias_table"]
 
 
 def _squares(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,3 +89,31 @@ def test_killed_training_process_is_reported_and_viewer_keeps_working(scene, qtb
     labels.data_setitem((np.array([0]), np.array([0]), np.array([0])), 2)
     assert labels.data[0, 0, 0] == 2 and widget.start_button.isEnabled()
     assert np.array_equal(np.delete(labels.data.ravel(), 0), np.delete(before.ravel(), 0))
+
+
+def test_propagation_fills_slices_with_scores_and_threshold_acceptance_is_one_undo_step(scene, qtbot):
+    viewer, widget, labels, truth = scene
+    panel = widget.propagation
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=120_000)
+    registered = viewer.layers["registered pseudo-labels"]
+    assert registered.data.shape == truth.shape
+    np.testing.assert_allclose(registered.scale, labels.scale)
+    unpainted = [0, 2, 3, 5, 7]
+    agreement = np.mean(registered.data[unpainted] == truth[unpainted])
+    assert agreement > 0.9, f"propagated labels agree with the truth on {agreement:.2%} of voxels"
+    assert panel.slice_list.count() == len(unpainted)
+    assert set(panel.result.slice_scores) == set(unpainted)
+
+    painted = labels.data.copy()
+    panel.threshold_spin.setValue(0.5)
+    changed = panel.accept_above_threshold()
+    assert changed > 0
+    assert np.array_equal(labels.data[painted != 0], painted[painted != 0])
+    labels.undo()
+    assert np.array_equal(labels.data, painted)
+
+    panel.slice_list.setCurrentRow(0)
+    panel._go_to_slice(panel.slice_list.item(0))
+    target = panel.slice_list.item(0).text().split(":")[0].split()[1]
+    assert widget.viewer.dims.current_step[0] == int(target)

@@ -42,6 +42,8 @@ class TrainingSlices:
     annotated: np.ndarray
     unannotated: np.ndarray
     foreground: list[np.ndarray | None]
+    pseudo_targets: list[np.ndarray | None] | None = None
+    pseudo_weights: list[np.ndarray | None] | None = None
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -49,24 +51,39 @@ class TrainingSlices:
 
 
 def build_training_slices(
-    images: list[np.ndarray], targets: list[np.ndarray | None], axis: int, seed: int = 0
+    images: list[np.ndarray], targets: list[np.ndarray | None], axis: int, seed: int = 0, pseudo_labels=None
 ) -> TrainingSlices:
-    """Cut normalised images and their targets (``None`` = unannotated volume) into slices."""
+    """Cut normalised images and their targets (``None`` = unannotated volume) into slices.
+
+    Args:
+        pseudo_labels: optional per-volume objects with ``targets`` and ``weights`` arrays
+            (registration pseudo-labels), or None for volumes without them.
+    """
     rng = np.random.default_rng(seed)
     image_slices: list[np.ndarray] = []
     target_slices: list[np.ndarray | None] = []
     for image, target in zip(images, targets):
         image_slices += slices_along(normalise_intensity(image), axis)
-        target_slices += slices_along(target, axis) if target is not None else [None] * image.shape[axis]
+        target_slices += _optional_slices(target, image.shape[axis], axis)
     known = [t is not None and bool(np.any(t != IGNORE)) for t in target_slices]
     foreground = [_foreground_sample(t, rng) if k else None for t, k in zip(target_slices, known)]
-    return TrainingSlices(
+    slices = TrainingSlices(
         images=image_slices,
         targets=[t if k else None for t, k in zip(target_slices, known)],
         annotated=np.flatnonzero(known),
         unannotated=np.flatnonzero(~np.asarray(known)),
         foreground=foreground,
     )
+    if pseudo_labels is not None and any(p is not None for p in pseudo_labels):
+        slices.pseudo_targets, slices.pseudo_weights = [], []
+        for image, pseudo in zip(images, pseudo_labels):
+            slices.pseudo_targets += _optional_slices(pseudo and pseudo.targets, image.shape[axis], axis)
+            slices.pseudo_weights += _optional_slices(pseudo and pseudo.weights, image.shape[axis], axis)
+    return slices
+
+
+def _optional_slices(array: np.ndarray | None, count: int, axis: int) -> list[np.ndarray | None]:
+    return slices_along(array, axis) if array is not None else [None] * count
 
 
 def _foreground_sample(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -105,22 +122,30 @@ class BatchSampler:
             chosen += list(self.rng.choice(self.slices.unannotated, self.unannotated_per_batch))
         crops = [self._crop(int(index)) for index in chosen]
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
-        targets = torch.from_numpy(np.stack([c[1] for c in crops]))
+        label_maps = [torch.from_numpy(np.stack([c[1] for c in crops]))]
+        weight_maps = []
+        if self.slices.pseudo_targets is not None:
+            label_maps.append(torch.from_numpy(np.stack([c[2] for c in crops])))
+            weight_maps.append(torch.from_numpy(np.stack([c[3] for c in crops])))
         if self.augment:
-            images, targets = augment_batch(images, targets, self.generator)
-        return Batch(images.contiguous(), targets.contiguous(), self.annotated_per_batch)
+            params = draw_augmentation(len(chosen), self.generator)
+            images, label_maps, weight_maps = apply_augmentation(images, label_maps, params, weight_maps)
+        pseudo = (label_maps[1].contiguous(), weight_maps[0].contiguous()) if weight_maps else (None, None)
+        return Batch(images.contiguous(), label_maps[0].contiguous(), self.annotated_per_batch, *pseudo)
 
-    def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, index: int) -> tuple[np.ndarray, ...]:
+        """The same random window of the image, its targets and (if any) its pseudo-labels."""
         image = self.slices.images[index]
-        target = self.slices.targets[index]
-        if target is None:
-            target = np.full(image.shape, IGNORE, dtype=np.int64)
-        image, target = _pad_to(image, target, self.patch_size)
-        centre = self._crop_centre(index, image.shape, self.slices.images[index].shape)
-        top = int(np.clip(centre[0] - self.patch_size // 2, 0, image.shape[0] - self.patch_size))
-        left = int(np.clip(centre[1] - self.patch_size // 2, 0, image.shape[1] - self.patch_size))
+        maps = [image, _or_full(self.slices.targets[index], image.shape, IGNORE, np.int64)]
+        if self.slices.pseudo_targets is not None:
+            maps.append(_or_full(self.slices.pseudo_targets[index], image.shape, IGNORE, np.int64))
+            maps.append(_or_full(self.slices.pseudo_weights[index], image.shape, 0.0, np.float32))
+        padded = _pad_to(maps, self.patch_size)
+        centre = self._crop_centre(index, padded[0].shape, image.shape)
+        top = int(np.clip(centre[0] - self.patch_size // 2, 0, padded[0].shape[0] - self.patch_size))
+        left = int(np.clip(centre[1] - self.patch_size // 2, 0, padded[0].shape[1] - self.patch_size))
         window = (slice(top, top + self.patch_size), slice(left, left + self.patch_size))
-        return image[window], target[window]
+        return tuple(array[window] for array in padded)
 
     def _crop_centre(self, index: int, padded_shape: tuple, original_shape: tuple) -> tuple[int, int]:
         foreground = self.slices.foreground[index]
@@ -131,22 +156,18 @@ class BatchSampler:
         return int(self.rng.integers(0, padded_shape[0])), int(self.rng.integers(0, padded_shape[1]))
 
 
-def _pad_to(image: np.ndarray, target: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _or_full(array: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
+    return array if array is not None else np.full(shape, fill, dtype=dtype)
+
+
+def _pad_to(maps: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Pad an image (with its minimum), targets (IGNORE) and weights (0) to at least size²."""
+    image = maps[0]
     pad = [(max(0, size - s) // 2, max(0, size - s) - max(0, size - s) // 2) for s in image.shape]
     if not any(before or after for before, after in pad):
-        return image, target
-    return (
-        np.pad(image, pad, constant_values=float(image.min())),
-        np.pad(target, pad, constant_values=IGNORE),
-    )
-
-
-def augment_batch(
-    images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, rotation (±15°), scaling (0.85-1.15) and intensity changes, per sample."""
-    params = draw_augmentation(images.shape[0], generator)
-    return apply_augmentation(images, targets, params)
+        return maps
+    fills = [float(image.min())] + [IGNORE if m.dtype.kind == "i" else 0.0 for m in maps[1:]]
+    return [np.pad(m, pad, constant_values=fill) for m, fill in zip(maps, fills)]
 
 
 def draw_augmentation(count: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -168,9 +189,16 @@ def draw_augmentation(count: int, generator: torch.Generator) -> dict[str, torch
 
 
 def apply_augmentation(
-    images: torch.Tensor, targets: torch.Tensor, params: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply drawn parameters: one grid for images (bilinear) and targets (nearest)."""
+    images: torch.Tensor,
+    label_maps: list[torch.Tensor],
+    params: dict[str, torch.Tensor],
+    weight_maps: list[torch.Tensor] = (),
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Random flips, rotation, scaling and intensity changes from drawn parameters.
+
+    One sampling grid moves the images and weight maps (bilinear) and the label maps
+    (nearest; pixels from outside the image become ``IGNORE``) together.
+    """
     cos, sin = torch.cos(params["angle"]), torch.sin(params["angle"])
     flip_x = 1.0 - 2.0 * params["flip_x"].float()
     flip_y = 1.0 - 2.0 * params["flip_y"].float()
@@ -182,11 +210,17 @@ def apply_augmentation(
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     background = images.amin(dim=(1, 2, 3), keepdim=True)
     warped = F.grid_sample(images - background, grid, mode="bilinear", align_corners=False) + background
-    shifted_targets = (targets + 1).unsqueeze(1).float()  # IGNORE -> 0, the padding value
-    warped_targets = F.grid_sample(shifted_targets, grid, mode="nearest", align_corners=False)
-    warped_targets = warped_targets.squeeze(1).round().long() - 1
+    warped_labels = [_warp_labels(labels, grid) for labels in label_maps]
+    warped_weights = [F.grid_sample(w.unsqueeze(1), grid, mode="bilinear", align_corners=False).squeeze(1)
+                      for w in weight_maps]
     contrast = params["contrast"].view(-1, 1, 1, 1)
     brightness = params["brightness"].view(-1, 1, 1, 1)
     noise_generator = torch.Generator().manual_seed(int(params["noise_seed"]))
     noise = torch.randn(warped.shape, generator=noise_generator) * params["noise"].view(-1, 1, 1, 1)
-    return warped * contrast + brightness + noise, warped_targets
+    return warped * contrast + brightness + noise, warped_labels, warped_weights
+
+
+def _warp_labels(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    shifted = (labels + 1).unsqueeze(1).float()  # IGNORE -> 0, the padding value
+    warped = F.grid_sample(shifted, grid, mode="nearest", align_corners=False)
+    return warped.squeeze(1).round().long() - 1

@@ -27,12 +27,14 @@ from .checkpoint import save_checkpoint
 from .data import BatchSampler, build_training_slices, normalise_intensity
 from .members import Member, build_members
 from .presets import StrategyPreset, get_preset
+from .pseudo_labels import registration_pseudo_labels
 from .schedules import get_schedule, poly
 from .terms import Batch, TermContext, get_term
 
 log = logging.getLogger(__name__)
 
 STEP_EVENT_SECONDS = 0.5
+REGISTRATION_MIN_QUALITY = 0.5
 PreviewRequest = Callable[[], "tuple[int, int] | None"]
 
 
@@ -112,7 +114,15 @@ def train(
         tune_cpu_allocator()
         set_threads(config.threads)
     torch.manual_seed(config.seed)
-    slices = _training_slices(data, label_values, config.seed)
+    budget = Budget(config)  # registration counts against the budget: the user waits for it too
+    pseudo = None
+    if any(term.kind == "registration" for term in preset.terms):
+        for item in registration_pseudo_labels(data, label_values, REGISTRATION_MIN_QUALITY, stop):
+            if isinstance(item, list):
+                pseudo = item
+            else:
+                yield item
+    slices = _training_slices(data, label_values, config.seed, pseudo)
     members = build_members(preset, len(label_values), config.network_size, device, config.seed)
     optimizer = _optimizer(members)
     iteration = _restore(initial_checkpoint, members, optimizer, label_values)
@@ -125,7 +135,6 @@ def train(
         config.iterations, config.minutes,
     )
     run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir))
-    budget = Budget(config)
     last_step_event = last_preview = last_checkpoint = time.perf_counter()
     start_iteration, reason = iteration, "budget"
     while not budget.done(iteration - start_iteration):
@@ -153,11 +162,11 @@ def train(
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed)
 
 
-def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int):
+def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int, pseudo=None):
     targets = [
         to_targets(labels, data.scheme, label_values) if labels is not None else None for labels in data.labels
     ]
-    return build_training_slices([v.array for v in data.volumes], targets, data.scheme.axis, seed)
+    return build_training_slices([v.array for v in data.volumes], targets, data.scheme.axis, seed, pseudo)
 
 
 def _optimizer(members: list[Member]) -> torch.optim.Optimizer:
@@ -193,6 +202,10 @@ def _load_matching(network: torch.nn.Module, state_dict: dict) -> None:
     network.load_state_dict(fitting, strict=False)
 
 
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device, non_blocking=True)
+
+
 class _Run:
     """State of one training run: one optimiser step, previews and checkpoints."""
 
@@ -213,7 +226,8 @@ class _Run:
         images = batch.images.to(self.device, non_blocking=True)
         if self.device.type == "cpu":
             images = images.contiguous(memory_format=torch.channels_last)
-        batch = Batch(images, batch.targets.to(self.device, non_blocking=True), batch.annotated)
+        batch = Batch(images, _to(batch.targets, self.device), batch.annotated,
+                      _to(batch.pseudo_targets, self.device), _to(batch.pseudo_weights, self.device))
         for member in self.members:
             member.network.train()
         logits = {m.name: m.network(batch.images) for m in self.members}

@@ -78,6 +78,39 @@ register(
 )
 
 
+register(
+    StrategyPreset(
+        name="registration_supervised",
+        summary=(
+            "One U-Net on the painted pixels plus registration pseudo-labels on unpainted slices and "
+            "unannotated volumes, weighted by registration quality; the fastest strong choice on a CPU."
+        ),
+        members=(MemberSpec("cnn", "unet", 1e-3),),
+        terms=(TermSpec("supervised"), TermSpec("registration", weight=0.5)),
+        reference="registration supervision loss of CCT-R (Liu, PhD thesis, Glasgow, 2025, ch. 6) without cross teaching",
+    )
+)
+
+register(
+    StrategyPreset(
+        name="cct_r",
+        summary=(
+            "Cross teaching plus registration supervision: unpainted slices get labels propagated "
+            "from painted ones by slice-to-slice registration, unannotated volumes get the best "
+            "cycle-consistent registered labels, weighted by registration quality."
+        ),
+        members=(MemberSpec("cnn", "unet", 1e-3), MemberSpec("transformer", "swin_unet", 5e-4)),
+        terms=(
+            TermSpec("supervised"),
+            TermSpec("cross_pseudo", weight=0.1, schedule="gaussian_warmup"),
+            TermSpec("registration", weight=0.5),
+        ),
+        reference="Liu, PhD thesis (Glasgow, 2025) ch. 6; arXiv 2409.10422 (registration supervision and "
+        "best-registration selection; the contrastive REPS term is not part of this preset)",
+    )
+)
+
+
 def get_preset(name: str) -> StrategyPreset:
     """The preset called ``name``; unknown names raise with the list of valid ones."""
     try:

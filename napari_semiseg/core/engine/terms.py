@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from ..annotations import IGNORE
 from ..losses import boundary_band, masked_cross_entropy, masked_dice_loss
 
 
@@ -17,6 +18,8 @@ class Batch:
     images: torch.Tensor
     targets: torch.Tensor
     annotated: int
+    pseudo_targets: torch.Tensor | None = None
+    pseudo_weights: torch.Tensor | None = None
 
     @property
     def has_unannotated(self) -> bool:
@@ -60,9 +63,26 @@ def cross_pseudo_term(batch: Batch, logits: dict[str, torch.Tensor], context: Te
     return losses
 
 
+def registration_term(batch: Batch, logits: dict[str, torch.Tensor], context: TermContext) -> dict[str, torch.Tensor]:
+    """Registration supervision (CCT-R's RSL): Dice + quality-weighted CE against registered
+    labels on unannotated rows; pixels without a trustworthy registered label are ignored."""
+    if batch.pseudo_targets is None or not batch.has_unannotated:
+        return {name: value.new_zeros(()) for name, value in logits.items()}
+    targets = batch.pseudo_targets[batch.annotated :]
+    weights = batch.pseudo_weights[batch.annotated :]
+    if not bool((targets != IGNORE).any()):
+        return {name: value.new_zeros(()) for name, value in logits.items()}
+    return {
+        name: masked_dice_loss(value[batch.annotated :], targets)
+        + masked_cross_entropy(value[batch.annotated :], targets, weights)
+        for name, value in logits.items()
+    }
+
+
 TERMS: dict[str, TermFunction] = {
     "supervised": supervised_term,
     "cross_pseudo": cross_pseudo_term,
+    "registration": registration_term,
 }
 
 

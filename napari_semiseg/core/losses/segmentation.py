@@ -61,13 +61,17 @@ def masked_dice_loss(
 def masked_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, pixel_weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cross-entropy averaged over known pixels (zero when no pixel is known)."""
+    """Cross-entropy summed over known pixels, times ``pixel_weight``, divided by their count.
+
+    Dividing by the count (not the weight sum) keeps weights meaningful across batches: a
+    batch of low-quality pseudo-labels contributes less, a boundary band more. Zero when no
+    pixel is known.
+    """
     _check_shapes(logits, target)
     per_pixel = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")
     known = (target != IGNORE).to(per_pixel.dtype)
-    if pixel_weight is not None:
-        known = known * pixel_weight
-    return (per_pixel * known).sum() / known.sum().clamp_min(1.0)
+    weighted = per_pixel * known if pixel_weight is None else per_pixel * known * pixel_weight
+    return weighted.sum() / known.sum().clamp_min(1.0)
 
 
 def boundary_band(target: torch.Tensor, num_classes: int, kernel: int = 3) -> torch.Tensor:

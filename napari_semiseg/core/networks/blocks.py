@@ -17,8 +17,6 @@ from torch import Tensor, nn
 # Swin's masking constant: large enough to remove a key after softmax, finite so that a row
 # with every key masked cannot produce NaN.
 MASK_VALUE = -100.0
-import os
-_MANUAL = os.environ.get('MANUAL') == '1'
 
 # Grid sizes whose attention masks a layer keeps; a few cover fixed-size training plus
 # inference on one or two other sizes, without growing forever under random crop sizes.
@@ -204,11 +202,10 @@ class WindowAttention(nn.Module):
         n_windows, n_tokens = windows.shape[1:3]
         heads, head_dim = self.num_heads, self.dim // self.num_heads
         q, k, v = windows.reshape(b, n_windows, n_tokens, 3, heads, head_dim).permute(3, 0, 1, 4, 2, 5)
-        bias = self._attention_bias(h, w, geometry)
-        if _MANUAL:
-            out = ((q * head_dim**-0.5) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # Plain matmuls beat scaled_dot_product_attention here: with a float mask its CPU
+        # path adds full passes over the scores to look for fully masked rows.
+        scores = (q * head_dim**-0.5) @ k.transpose(-2, -1) + self._attention_bias(h, w, geometry)
+        out = scores.softmax(dim=-1) @ v
         out = out.transpose(2, 3).reshape(b, n_windows, n_tokens, self.dim)
         out = window_merge(out, h + pad_h, w + pad_w, win_h, win_w)
         if shift_h or shift_w:

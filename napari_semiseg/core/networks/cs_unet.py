@@ -26,10 +26,11 @@ from .blocks import DropPath, TransformerUNet, WindowAttention, alternating_bloc
 
 class ConvProjection(nn.Module):
     """q, k, v = point-wise(BN(depth-wise 3x3(x))), each with its own weights: (B, H, W, C) ->
-    (B, H, W, 3C).
+    (B, H, W, 3C), ordered q, k, v.
 
-    The input is repeated three times so one depth-wise convolution and one grouped 1x1
-    convolution compute all three projections with separate weights.
+    The input is repeated three times so one depth-wise convolution computes all three
+    depth-wise projections (a grouped 1x1 convolution would hit a slow CPU path, hence
+    three linear layers for the point-wise part).
     """
 
     def __init__(self, dim: int, kernel_size: int = 3) -> None:
@@ -38,12 +39,12 @@ class ConvProjection(nn.Module):
             3 * dim, 3 * dim, kernel_size, padding=kernel_size // 2, groups=3 * dim, bias=False
         )
         self.norm = nn.BatchNorm2d(3 * dim)
-        self.pointwise = nn.Conv2d(3 * dim, 3 * dim, kernel_size=1, groups=3)
+        self.pointwise = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
 
     def forward(self, x: Tensor) -> Tensor:
         x = grid_to_nchw(x)
-        x = torch.cat([x, x, x], dim=1)
-        return nchw_to_grid(self.pointwise(self.norm(self.depthwise(x))))
+        x = nchw_to_grid(self.norm(self.depthwise(torch.cat([x, x, x], dim=1))))
+        return torch.cat([proj(part) for proj, part in zip(self.pointwise, x.chunk(3, dim=-1))], dim=-1)
 
 
 class ConvFeedForward(nn.Module):

@@ -90,32 +90,35 @@ def register_volume(fixed: sitk.Image, moving: sitk.Image, settings: Registratio
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
                                                 sitk.CenteredTransformInitializerFilter.GEOMETRY)
     method = _mattes_method(settings, threads)
-    method.SetOptimizerAsGradientDescent(1.0, settings.iterations, convergenceMinimumValue=1e-6,
-                                         convergenceWindowSize=10)
+    method.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, settings.iterations, relaxationFactor=0.5)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    shrink = [f for f in (4, 2, 1) if min(fixed.GetSize()) >= 16 * f or f == 1]
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel([f / 2 for f in shrink[:-1]] + [0.0])
     method.SetInitialTransform(initial, inPlace=False)
     affine = sitk.AffineTransform(single_transform(execute(method, fixed, moving, stop)))
     if not settings.deformable:
         return affine
     bspline = sitk.BSplineTransformInitializer(fixed, [settings.bspline_mesh] * 3, order=3)
-    method = _mattes_method(settings, threads)
-    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=50,
-                                maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=100)
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    # coarse levels only and sparse sampling: a full-resolution 3D B-spline costs minutes
+    method = _mattes_method(settings, threads, sampling=min(settings.sampling, 0.02))
+    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=30,
+                                maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=60)
+    shrink = [f for f in (4, 2) if min(fixed.GetSize()) >= 16 * f] or [1]
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel([f / 2 for f in shrink])
     method.SetMovingInitialTransform(affine)
     method.SetInitialTransform(bspline, inPlace=True)
     execute(method, fixed, moving, stop)
     return sitk.CompositeTransform([affine, bspline])
 
 
-def _mattes_method(settings: RegistrationSettings, threads: int) -> sitk.ImageRegistrationMethod:
+def _mattes_method(settings: RegistrationSettings, threads: int, sampling: float | None = None,
+                   ) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
+    method.SetMetricSamplingPercentage(sampling or settings.sampling, settings.seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetNumberOfThreads(threads)
     return method
