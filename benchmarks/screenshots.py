@@ -22,12 +22,13 @@ sys.path.insert(0, str(ROOT))
 from napari_semiseg._sample_data import load_sample_volumes  # noqa: E402
 from napari_semiseg.core.metrics import dice_per_class, slice_mask  # noqa: E402
 from napari_semiseg.ui.launch import open_demo, settle_window  # noqa: E402
+from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=2.0)
-    parser.add_argument("--strategy", default="cross_teaching")
+    parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots" / "trained.png"))
     args = parser.parse_args()
 

@@ -54,7 +54,7 @@ def _add_train(commands) -> None:
     )
     train.add_argument("images", nargs="+", metavar="IMAGE")
     train.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
-    train.add_argument("--strategy", default="supervised")
+    train.add_argument("--strategy", default="registration_supervised")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float)
     budget.add_argument("--iterations", type=int)

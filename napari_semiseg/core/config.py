@@ -36,7 +36,7 @@ class TrainConfig:
         checkpoint_seconds: how often a checkpoint is written while training.
     """
 
-    strategy: str = "supervised"
+    strategy: str = "registration_supervised"
     minutes: float | None = None
     iterations: int | None = None
     device: str = "auto"

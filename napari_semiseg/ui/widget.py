@@ -51,7 +51,7 @@ from .training_process import TrainingJob, TrainingProcess, VolumePredicted, bac
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
-DEFAULT_STRATEGY = "supervised"
+DEFAULT_STRATEGY = "registration_supervised"
 
 
 class SemisegWidget(QWidget):

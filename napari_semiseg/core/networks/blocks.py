@@ -280,12 +280,12 @@ class TransformerUNet(nn.Module):
         *,
         in_channels: int,
         num_classes: int,
-        embed_dim: int,
-        depths: Sequence[int],
-        num_heads: Sequence[int],
-        window_size: int,
-        mlp_ratio: float,
-        drop_path_rate: float,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
         depths = as_int_tuple(depths, name="depths")

@@ -16,7 +16,6 @@ The decoder upsamples with transposed convolutions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -136,29 +135,6 @@ class CSUNet(TransformerUNet):
         mlp_ratio: Feed-forward hidden width relative to the stage width.
         drop_path_rate: Stochastic depth rate of the deepest encoder block.
     """
-
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        num_classes: int,
-        embed_dim: int = 96,
-        depths: Sequence[int] = (2, 2, 2, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
-        window_size: int = 7,
-        mlp_ratio: float = 4.0,
-        drop_path_rate: float = 0.1,
-    ) -> None:
-        super().__init__(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            embed_dim=embed_dim,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-        )
 
     def make_embed(self, in_channels: int, dim: int) -> nn.Module:
         return ConvEmbed(in_channels, dim, kernel_size=7, stride=self.patch_size, grid_input=False)
