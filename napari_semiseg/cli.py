@@ -133,6 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
                 log.info("checkpoint at iteration %d", event.iteration)
             elif isinstance(event, TrainingFinished):
                 _say(f"\nfinished after {event.iteration} iterations in {event.seconds:.0f} s: {event.model_path}")
+                if len(event.member_dice) > 1:
+                    _say("Dice on painted slices: " + ", ".join(f"{k} {v:.3f}" for k, v in event.member_dice.items()))
     return 0
 
 

@@ -343,7 +343,10 @@ class SemisegWidget(QWidget):
             self.last_model = event.model_path
             self.continue_check.setEnabled(True)
             verb = "Stopped" if event.reason == "stopped" else "Finished"
-            self._say(f"{verb} after {event.iteration} iterations ({event.seconds:.0f} s). Review the prediction.")
+            members = ", ".join(f"{name} {value:.2f}" for name, value in event.member_dice.items())
+            detail = f" Dice on painted slices: {members}." if len(event.member_dice) > 1 else ""
+            self._say(f"{verb} after {event.iteration} iterations ({event.seconds:.0f} s).{detail} "
+                      "Review the prediction.")
         elif isinstance(event, TrainingFailed):
             log.error("training failed: %s\n%s", event.message, event.details)
             self._say(f"Training failed: {event.message}")

@@ -63,8 +63,11 @@ def test_cross_teaching_trains_two_members_and_reports_disagreement(tmp_path):
     assert started.unannotated_slices == 13 and started.annotated_slices == 3
     steps = [e for e in events if isinstance(e, StepCompleted)]
     assert {"supervised", "cross_pseudo", "total"} <= set(steps[-1].terms)
+    assert set(events[-1].member_dice) == {"cnn", "transformer"}
+    stored = {m["name"]: m for m in load_checkpoint(tmp_path)["members"]}
+    assert all(0.0 <= m["painted_dice"] <= 1.0 for m in stored.values())
     model = load_model(tmp_path)
-    assert set(model.networks) == {"cnn", "transformer"}
+    assert set(model.networks) == {name for name, m in stored.items() if m["predicts"]}
     prediction = predict_volume(model, volume)
     assert prediction.disagreement.shape == truth.shape
     assert 0 <= prediction.disagreement.min() and prediction.disagreement.max() <= 1
@@ -197,3 +200,11 @@ def test_cct_r_computes_registration_pseudo_labels_for_painted_and_unannotated_v
     assert all(0.0 <= e.mean_quality <= 1.0 for e in ready)
     steps = [e for e in events if isinstance(e, StepCompleted)]
     assert steps[-1].terms["registration"] > 0
+
+
+def test_a_member_far_behind_on_painted_slices_is_left_out_of_the_prediction():
+    from napari_semiseg.core.engine.loop import _members_to_predict
+
+    assert _members_to_predict({"cnn": 0.9, "transformer": 0.3}) == {"cnn"}
+    assert _members_to_predict({"cnn": 0.9, "transformer": 0.85}) == {"cnn", "transformer"}
+    assert _members_to_predict({"cnn": float("nan"), "transformer": float("nan")}) == {"cnn", "transformer"}

@@ -16,10 +16,11 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 import torch
 
-from ..annotations import AnnotationScheme, check_label_array, check_trainable, to_targets
+from ..annotations import IGNORE, AnnotationScheme, check_label_array, check_trainable, to_targets
 from ..config import TrainConfig
 from ..device import resolve_device, set_threads, tune_cpu_allocator
 from ..events import CheckpointSaved, PreviewReady, StepCompleted, TrainingFinished, TrainingStarted
+from ..metrics import dice, mean_ignoring_absent
 from ..model import TrainedModel
 from ..predict import predict_slices
 from ..volume import Volume, check_image_usable
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 STEP_EVENT_SECONDS = 0.5
 REGISTRATION_MIN_QUALITY = 0.5
+MEMBER_DICE_MARGIN = 0.1
 PreviewRequest = Callable[[], "tuple[int, int] | None"]
 
 
@@ -158,8 +160,9 @@ def train(
         if now - last_checkpoint >= config.checkpoint_seconds:
             last_checkpoint = now
             yield CheckpointSaved(iteration, str(run.save("checkpoint.pt", iteration)))
-    model_path = run.save("model.pt", iteration)
-    yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed)
+    member_dice = run.member_dice_on_painted(slices)
+    model_path = run.save("model.pt", iteration, member_dice)
+    yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
 
 
 def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int, pseudo=None):
@@ -200,6 +203,27 @@ def _load_matching(network: torch.nn.Module, state_dict: dict) -> None:
     own = network.state_dict()
     fitting = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     network.load_state_dict(fitting, strict=False)
+
+
+def _foreground_dice(predicted: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    prediction = np.concatenate([p.ravel() for p in predicted])
+    target = np.concatenate([t.ravel() for t in targets])
+    known = target != IGNORE
+    classes = [c for c in np.unique(target[known]) if c > 0]
+    return mean_ignoring_absent([dice(prediction, target, int(c), known) for c in classes])
+
+
+def _members_to_predict(member_dice: dict[str, float]) -> set[str]:
+    """Members whose painted-slice Dice is within MEMBER_DICE_MARGIN of the best one.
+
+    Averaging logits with an untrained member erases thin structures, so a member that
+    lags far behind is left out of the prediction (it keeps training when resumed).
+    """
+    scored = {name: value for name, value in member_dice.items() if np.isfinite(value)}
+    if not scored:
+        return set(member_dice)
+    best = max(scored.values())
+    return {name for name, value in scored.items() if value >= best - MEMBER_DICE_MARGIN}
 
 
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -273,7 +297,26 @@ class _Run:
             self._normalised_cache[volume_index] = normalise_intensity(self.data.volumes[volume_index].array)
         return self._normalised_cache[volume_index]
 
-    def save(self, filename: str, iteration: int) -> Path:
+    def member_dice_on_painted(self, slices) -> dict[str, float]:
+        """Mean foreground Dice of each predicting member on (up to 16) painted slices.
+
+        Optimistic, since the members trained on these slices, but enough to tell a member
+        that has not learnt yet (a Transformer after a short CPU budget) from one that has.
+        """
+        chosen = slices.annotated[np.linspace(0, len(slices.annotated) - 1, min(16, len(slices.annotated))).astype(int)]
+        scores = {}
+        for member in self.members:
+            if not member.spec.predicts:
+                continue
+            member.network.eval()
+            model = TrainedModel({member.name: member.network}, self.label_values, self.data.scheme,
+                                 self.config, 0, self.device)
+            predicted = [predict_slices(model, slices.images[i][None])[0][0] for i in chosen]
+            scores[member.name] = _foreground_dice(predicted, [slices.targets[i] for i in chosen])
+        return scores
+
+    def save(self, filename: str, iteration: int, member_dice: dict[str, float] | None = None) -> Path:
+        predicting = _members_to_predict(member_dice) if member_dice else None
         payload = {
             "strategy": self.preset.name,
             "config": self.config.to_dict(),
@@ -283,7 +326,8 @@ class _Run:
             "members": [
                 {
                     "name": m.name,
-                    "predicts": m.spec.predicts,
+                    "predicts": m.spec.predicts and (predicting is None or m.name in predicting),
+                    "painted_dice": (member_dice or {}).get(m.name),
                     "build_args": m.build_args,
                     "state_dict": m.network.state_dict(),
                 }
