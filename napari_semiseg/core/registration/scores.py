@@ -16,8 +16,12 @@ The map is ``A * B``, in [0, 1].
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
+
+from ..metrics import dice
 
 
 def normalise(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -63,15 +67,11 @@ def cycle_score(original: np.ndarray, cycled: np.ndarray, mask: np.ndarray | Non
 
 
 def dice_per_class(prediction: np.ndarray, truth: np.ndarray, classes: tuple[int, ...] | None = None) -> dict[int, float]:
-    """Dice of each foreground class (1.0 when a class is absent from both)."""
+    """Dice of each foreground class (1.0 when a class is absent from both: nothing to disagree on)."""
     if classes is None:
         classes = tuple(int(c) for c in np.union1d(np.unique(prediction), np.unique(truth)) if c != 0)
-    result = {}
-    for value in classes:
-        p, t = prediction == value, truth == value
-        denominator = p.sum() + t.sum()
-        result[int(value)] = 1.0 if denominator == 0 else float(2 * np.logical_and(p, t).sum() / denominator)
-    return result
+    scores = {int(value): dice(prediction, truth, int(value)) for value in classes}
+    return {value: 1.0 if math.isnan(score) else score for value, score in scores.items()}
 
 
 def mean_dice(prediction: np.ndarray, truth: np.ndarray, classes: tuple[int, ...] | None = None) -> float:
