@@ -306,3 +306,35 @@ def test_supervised_term_function_is_unchanged():
     logits = {"a": torch.zeros(1, 2, 1, 2)}
     batch = Batch(torch.zeros(1, 1, 1, 2), torch.tensor([[[0, IGNORE]]]), 1)
     assert supervised_term(batch, logits, TermContext(2))["a"].item() > 0
+
+
+def test_resume_restores_teachers_and_banks_and_keeps_filling_them(tmp_path):
+    from napari_semiseg.core.annotations import AnnotationScheme
+    from napari_semiseg.core.config import TrainConfig
+    from napari_semiseg.core.engine import TrainingData, train
+    from napari_semiseg.core.phantoms import paint_slices, ring_phantom
+
+    volume, truth = ring_phantom((8, 32, 32), seed=0)
+    data = TrainingData([volume], [paint_slices(truth, [2, 5])], AnnotationScheme())
+    settings = dict(batch_size=4, patch_size=32, threads=1, network_size="cpu")
+    list(train(data, TrainConfig(strategy="mcsc_v2", iterations=2, **settings), tmp_path / "a"))
+    first = load_checkpoint(tmp_path / "a")
+    bank = {k: v for k, v in first["terms"][-1]["state_dict"].items() if k.endswith("labels")}
+    assert any((labels != IGNORE).any() for labels in bank.values()), "two steps put keys in the banks"
+    list(train(data, TrainConfig(strategy="mcsc_v2", iterations=1, **settings), tmp_path / "b",
+               initial_checkpoint=first))
+    second = load_checkpoint(tmp_path / "b")
+    for name, labels in bank.items():
+        filled_before = int((labels != IGNORE).sum())
+        filled_after = int((second["terms"][-1]["state_dict"][name] != IGNORE).sum())
+        assert filled_after >= filled_before, f"{name}: the resumed bank started empty"
+
+    list(train(data, TrainConfig(strategy="mean_teacher", iterations=2, **settings), tmp_path / "c"))
+    teacher_state = {m["name"]: m for m in load_checkpoint(tmp_path / "c")["members"]}["teacher"]["state_dict"]
+    list(train(data, TrainConfig(strategy="mean_teacher", iterations=1, **settings), tmp_path / "d",
+               initial_checkpoint=load_checkpoint(tmp_path / "c")))
+    members = {m["name"]: m for m in load_checkpoint(tmp_path / "d")["members"]}
+    key = next(k for k in teacher_state if k.endswith("conv.0.weight") or k.endswith(".weight"))
+    # the resumed teacher made its third EMA update from the stored one: decay min(0.99, 1 - 1/4)
+    expected = 0.75 * teacher_state[key] + 0.25 * members["student"]["state_dict"][key]
+    assert torch.allclose(members["teacher"]["state_dict"][key], expected, atol=1e-6)
