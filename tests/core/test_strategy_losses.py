@@ -123,7 +123,7 @@ def test_regions_split_each_class_into_edge_centre_and_whole():
     regions = boundary_guided_regions(target, 2, band_kernel=3, centre_kernel=3)
     edge, centre, whole = (regions[0, 1, REGIONS.index(r)] for r in REGIONS)
     assert whole.sum() == 49 and centre.sum() == 25  # 7x7 eroded by one pixel
-    assert edge[4].tolist() == [1, 1, 0, 0, 0, 0, 0, 1, 1]
+    assert edge[4].tolist() == [0, 1, 0, 0, 0, 0, 0, 1, 0]  # the band's pixels inside the class
 
 
 def test_sampling_draws_only_inside_non_empty_regions():

@@ -28,10 +28,12 @@ def boundary_guided_regions(
 ) -> torch.Tensor:
     """(B, C, 3, H, W) float masks of each class's edge band, centre and whole region.
 
-    Unknown pixels (``IGNORE``) belong to no region.
+    The edge is the part of the class's boundary band (dilation minus erosion) inside the
+    class, so that every patch is centred on a pixel of its own class. Unknown pixels
+    (``IGNORE``) belong to no region.
     """
     one_hot, known = one_hot_with_ignore(target, num_classes)
-    edge = class_boundary_bands(target, num_classes, band_kernel)
+    edge = class_boundary_bands(target, num_classes, band_kernel) * one_hot
     centre = erode(one_hot, centre_kernel) * known
     return torch.stack([edge, centre, one_hot], dim=2)
 
