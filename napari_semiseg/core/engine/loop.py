@@ -26,11 +26,15 @@ from ..predict import predict_slices
 from ..volume import Volume, check_image_usable
 from .checkpoint import save_checkpoint
 from .data import BatchSampler, build_training_slices, normalise_intensity
-from .members import Member, build_members
+from .composition import build_terms, feature_kind, trainable_groups, weighted_losses
+from .hooks import build_hooks
+from .members import Member, build_members, copy_weights
 from .presets import StrategyPreset, get_preset
 from .pseudo_labels import registration_pseudo_labels
-from .schedules import get_schedule, poly
-from .terms import Batch, TermContext, get_term
+from .schedules import poly
+from .step import Step
+from .terms import Batch, TermContext
+from .views import strong_view
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +130,10 @@ def train(
                 yield item
     slices = _training_slices(data, label_values, config.seed, pseudo)
     members = build_members(preset, len(label_values), config.network_size, device, config.seed)
-    optimizer = _optimizer(members)
-    iteration = _restore(initial_checkpoint, members, optimizer, label_values)
+    context = TermContext(len(label_values), config.boundary_weight, device.type, sum(slices.counts))
+    terms = build_terms(preset, context, members, device)
+    optimizer = _optimizer(members, terms)
+    iteration = _restore(initial_checkpoint, members, optimizer, label_values, terms)
     sampler = BatchSampler(
         slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment, config.seed + iteration
     )
@@ -136,7 +142,7 @@ def train(
         preset.name, str(device), label_values, annotated, unannotated if sampler.use_unannotated else 0,
         config.iterations, config.minutes,
     )
-    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir))
+    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir), terms, iteration)
     last_step_event = last_preview = last_checkpoint = time.perf_counter()
     start_iteration, reason = iteration, "budget"
     while not budget.done(iteration - start_iteration):
@@ -172,25 +178,36 @@ def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: in
     return build_training_slices([v.array for v in data.volumes], targets, data.scheme.axis, seed, pseudo)
 
 
-def _optimizer(members: list[Member]) -> torch.optim.Optimizer:
+def _optimizer(members: list[Member], terms=()) -> torch.optim.Optimizer:
+    """AdamW over the students (one group each) and the terms' own parameters; not teachers."""
     groups = [
         {"params": list(m.network.parameters()), "lr": m.spec.learning_rate, "initial_lr": m.spec.learning_rate}
         for m in members
+        if not m.spec.is_teacher
     ]
-    return torch.optim.AdamW(groups, weight_decay=5e-4)
+    return torch.optim.AdamW(groups + trainable_groups(terms), weight_decay=5e-4)
 
 
-def _restore(checkpoint: dict | None, members: list[Member], optimizer, label_values) -> int:
-    """Load weights (and optimiser state) to continue training; returns the iteration."""
+def _restore(checkpoint: dict | None, members: list[Member], optimizer, label_values, terms=()) -> int:
+    """Load weights, teachers, term state (banks, heads) and optimiser state to continue
+    training; returns the iteration. Teachers missing from the checkpoint start as copies of
+    their restored students."""
     if checkpoint is None:
         return 0
     if tuple(checkpoint["label_values"]) != tuple(label_values):
         log.warning("classes changed from %s to %s: continuing from weights where they fit",
                     checkpoint["label_values"], label_values)
     stored = {m["name"]: m for m in checkpoint["members"]}
-    for member in members:
+    by_name = {m.name: m for m in members}
+    for member in sorted(members, key=lambda m: m.spec.is_teacher):
         if member.name in stored:
             _load_matching(member.network, stored[member.name]["state_dict"])
+        elif member.spec.is_teacher:
+            copy_weights(by_name[member.spec.ema_of].network, member.network)
+    stored_terms = checkpoint.get("terms", [])
+    for term, entry in zip(terms, stored_terms):
+        if entry.get("kind") == term.spec.kind:
+            _load_matching(term, entry["state_dict"])
     if tuple(checkpoint["label_values"]) == tuple(label_values) and "optimizer" in checkpoint:
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -233,7 +250,8 @@ def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | Non
 class _Run:
     """State of one training run: one optimiser step, previews and checkpoints."""
 
-    def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir):
+    def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir,
+                 terms=None, start_iteration: int = 0):
         self.data = data
         self.config = config
         self.preset = preset
@@ -242,34 +260,39 @@ class _Run:
         self.label_values = label_values
         self.device = device
         self.out_dir = out_dir
-        self.context = TermContext(len(label_values), config.boundary_weight)
-        self.terms = [(spec, get_term(spec.kind), get_schedule(spec.schedule)) for spec in preset.terms]
+        self.context = TermContext(len(label_values), config.boundary_weight, device.type)
+        self.terms = terms if terms is not None else build_terms(preset, self.context, members, device)
+        self.feature_kind = feature_kind(self.terms)
+        self.hooks = build_hooks(members, self.terms, start_iteration)
+        self.view_generator = torch.Generator().manual_seed(config.seed + 7919 + start_iteration)
         self._normalised_cache: dict[int, np.ndarray] = {}
 
     def step(self, batch: Batch, progress: float) -> dict[str, float]:
-        images = batch.images.to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
-        batch = Batch(images, _to(batch.targets, self.device), batch.annotated,
+        batch = Batch(self._images(batch.images), _to(batch.targets, self.device), batch.annotated,
                       _to(batch.pseudo_targets, self.device), _to(batch.pseudo_weights, self.device))
+        strong = None
+        if self.preset.strong_view:
+            strong = self._images(strong_view(batch.images.cpu(), batch.annotated, self.view_generator))
         for member in self.members:
             member.network.train()
-        logits = {m.name: m.network(batch.images) for m in self.members}
-        total = images.new_zeros(())
-        report: dict[str, float] = {}
-        for spec, term, schedule in self.terms:
-            weight = spec.weight * schedule(progress)
-            per_member = term(batch, logits, self.context)
-            term_sum = sum(per_member.values())
-            report[spec.kind] = float(term_sum.detach()) / len(per_member)
-            total = total + weight * term_sum
+        self.terms.train()
+        step = Step(batch, progress, self.context, self.members, self.feature_kind, strong)
+        total, report = weighted_losses(self.terms, step)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * poly(progress)
         self.optimizer.step()
+        for hook in self.hooks:
+            hook.after_optimizer_step(step)
         report["total"] = float(total.detach())
         return report
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def model(self, iteration: int) -> TrainedModel:
         networks = {m.name: m.network for m in self.members if m.spec.predicts}
@@ -326,6 +349,7 @@ class _Run:
             "members": [
                 {
                     "name": m.name,
+                    "ema_of": m.spec.ema_of,
                     "predicts": m.spec.predicts and (predicting is None or m.name in predicting),
                     "painted_dice": (member_dice or {}).get(m.name),
                     "build_args": m.build_args,
@@ -333,6 +357,7 @@ class _Run:
                 }
                 for m in self.members
             ],
+            "terms": [{"kind": term.spec.kind, "state_dict": term.state_dict()} for term in self.terms],
             "optimizer": self.optimizer.state_dict(),
         }
         return save_checkpoint(self.out_dir / filename, payload)

@@ -47,6 +47,7 @@ def build_member_network(build_args: dict, device: torch.device) -> nn.Module:
 def build_members(
     preset: StrategyPreset, num_classes: int, network_size: str, device: torch.device, seed: int
 ) -> list[Member]:
+    """Students with seeded initial weights, then teachers as frozen copies of their students."""
     members = []
     for offset, spec in enumerate(preset.members):
         torch.manual_seed(seed + 1000 * offset)
@@ -58,4 +59,14 @@ def build_members(
             "overrides": {},
         }
         members.append(Member(spec, build_member_network(build_args, device), build_args))
+    by_name = {m.name: m for m in members}
+    for member in members:
+        if member.spec.is_teacher:
+            copy_weights(by_name[member.spec.ema_of].network, member.network)
+            member.network.requires_grad_(False)
     return members
+
+
+def copy_weights(source: nn.Module, target: nn.Module) -> None:
+    """Make ``target`` (same architecture) hold ``source``'s parameters and buffers."""
+    target.load_state_dict(source.state_dict())

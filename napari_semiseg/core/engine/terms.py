@@ -1,11 +1,29 @@
-"""Loss terms: each maps a batch and the members' outputs to a loss per member."""
+"""Loss terms: each maps one training step to a loss per member.
+
+A term is an ``nn.Module`` (:class:`Term`), so it can own trainable parameters (projection
+heads, mapping networks: the optimiser trains them) and state kept as buffers (memory banks,
+prototype banks: saved in checkpoints, restored on resume). Simple terms stay plain functions
+``term(batch, logits_by_student, context) -> {student: loss}``, wrapped by :class:`FunctionTerm`.
+
+Writing a new term::
+
+    @register_term("my_term")
+    class MyTerm(Term):
+        feature_kind = "encoder"            # or None / "decoder": features come from the same forward
+        def forward(self, step):            # step: engine.step.Step
+            return {name: f(step.features(name)) for name in step.student_names}
+
+and put its module in :data:`TERM_MODULES` so the registry finds it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
+from torch import nn
 
 from ..annotations import IGNORE
 from ..losses import boundary_band, masked_cross_entropy, masked_dice_loss
@@ -28,8 +46,19 @@ class Batch:
 
 @dataclass(frozen=True)
 class TermContext:
+    """What every term may need to know about the run.
+
+    Args:
+        num_classes: classes, background included.
+        boundary_weight: extra CE weight on label boundaries for supervised terms.
+        device: ``cpu``, ``cuda`` or ``mps``; terms size their banks by it.
+        slice_count: training slices in the run (some banks are sized from it).
+    """
+
     num_classes: int
     boundary_weight: float = 0.0
+    device: str = "cpu"
+    slice_count: int = 0
 
 
 TermFunction = Callable[[Batch, dict[str, torch.Tensor], TermContext], dict[str, torch.Tensor]]
@@ -79,15 +108,88 @@ def registration_term(batch: Batch, logits: dict[str, torch.Tensor], context: Te
     }
 
 
-TERMS: dict[str, TermFunction] = {
+if TYPE_CHECKING:
+    from .members import Member
+    from .presets import TermSpec
+    from .step import Step
+
+
+class Term(nn.Module):
+    """A loss term built from its :class:`TermSpec`, the run's context and the members.
+
+    Subclasses implement :meth:`forward` (``step -> {student name: loss}``) and may override
+    :meth:`after_optimizer_step` to update state (banks) once the weights have moved.
+
+    Attributes:
+        feature_kind: ``"encoder"`` or ``"decoder"`` if the term reads multi-scale features
+            (``step.features(name)``); the step then runs each member's ``forward_features``
+            (or ``forward_decoder_features``) once instead of its plain forward.
+        learning_rate: for the term's own parameters, if any (default: the first student's).
+    """
+
+    feature_kind: str | None = None
+
+    def __init__(self, spec: "TermSpec", context: TermContext, members: Sequence["Member"]):
+        super().__init__()
+        self.spec = spec
+        self.context = context
+        students = [m for m in members if not m.spec.is_teacher]
+        self.learning_rate = float(spec.option("learning_rate", students[0].spec.learning_rate if students else 1e-3))
+
+    def forward(self, step: "Step") -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: "Step") -> None:
+        """Called after every optimiser step (bank updates); nothing by default."""
+
+
+class FunctionTerm(Term):
+    """A plain term function over the students' logits, as a :class:`Term`."""
+
+    def __init__(self, function: TermFunction, spec: "TermSpec", context: TermContext, members: Sequence["Member"]):
+        super().__init__(spec, context, members)
+        self.function = function
+
+    def forward(self, step: "Step") -> dict[str, torch.Tensor]:
+        return self.function(step.batch, step.student_logits(), step.context)
+
+
+TERMS: dict[str, TermFunction | type[Term]] = {
     "supervised": supervised_term,
     "cross_pseudo": cross_pseudo_term,
     "registration": registration_term,
 }
 
+# Modules that register further terms with @register_term; imported on first look-up.
+TERM_MODULES = ("teacher_terms", "contrastive")
 
-def get_term(kind: str) -> TermFunction:
+
+def register_term(kind: str):
+    """Class decorator (or function wrapper) adding a term kind to :data:`TERMS`."""
+
+    def add(term):
+        TERMS[kind] = term
+        return term
+
+    return add
+
+
+def _load_term_modules() -> None:
+    for module in TERM_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+def get_term(kind: str) -> TermFunction | type[Term]:
+    _load_term_modules()
     try:
         return TERMS[kind]
     except KeyError:
         raise ValueError(f"Unknown loss term '{kind}'; known terms: {', '.join(TERMS)}.") from None
+
+
+def build_term(spec: "TermSpec", context: TermContext, members: Sequence["Member"]) -> Term:
+    """The :class:`Term` for ``spec``: a class is instantiated, a function wrapped."""
+    kind = get_term(spec.kind)
+    if isinstance(kind, type) and issubclass(kind, Term):
+        return kind(spec, context, members)
+    return FunctionTerm(kind, spec, context, members)

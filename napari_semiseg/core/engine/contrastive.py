@@ -1,0 +1,529 @@
+"""Contrastive terms on multi-scale features: MCSC, MCSCv2 and CCT-R's REPS.
+
+All from Liu, "Transformers and contrastive semi-supervised learning for medical image
+segmentation" (PhD thesis, University of Glasgow, 2025): MCSC (ch. 4, BMVC 2023), MCSCv2
+(ch. 5), registration-enhanced positive sampling (ch. 6). See ``docs/methods.md`` sections 3-5.
+
+Pixels are sampled before projection (the projector is a per-pixel MLP, so projecting only
+the sampled pixels gives the same embeddings as projecting the whole map and then sampling),
+and every sampling step is a vectorised top-k over random scores: no Python loop over pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..annotations import IGNORE
+from .step import Step
+from .terms import Term, register_term
+
+PROJECTION_HIDDEN = 256
+PROJECTION_DIM = 128
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+class MultiScaleProjector(nn.Module):
+    """Per scale: a member-specific linear layer (channels -> 256), ReLU, then a linear layer
+    (256 -> 128) shared by all members (MCSC's projector H); outputs are L2-normalised."""
+
+    def __init__(self, channels_by_member: dict[str, Sequence[int]]):
+        super().__init__()
+        scales = {len(c) for c in channels_by_member.values()}
+        if len(scales) != 1:
+            raise ValueError(f"members expose different numbers of feature scales: {channels_by_member}")
+        self.scales = scales.pop()
+        self.first = nn.ModuleDict({
+            name: nn.ModuleList(nn.Linear(c, PROJECTION_HIDDEN) for c in channels)
+            for name, channels in channels_by_member.items()
+        })
+        self.shared = nn.ModuleList(nn.Linear(PROJECTION_HIDDEN, PROJECTION_DIM) for _ in range(self.scales))
+
+    def forward(self, member: str, scale: int, pixels: torch.Tensor) -> torch.Tensor:
+        """(P, channels) features of ``member`` at ``scale`` -> (P, 128) unit vectors."""
+        hidden = F.relu(self.first[member][scale](pixels.float()))
+        return F.normalize(self.shared[scale](hidden), dim=1)
+
+
+def flat_pixels(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) -> (B*h*w, D), row-major over (b, y, x)."""
+    return feature_map.permute(0, 2, 3, 1).reshape(-1, feature_map.shape[1])
+
+
+def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resampling of (B, H, W) class indices (``IGNORE`` kept) to ``size``."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def probabilities_at(probabilities: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-averaged (B, C, H, W) probabilities at ``size``."""
+    if tuple(probabilities.shape[-2:]) == tuple(size):
+        return probabilities
+    return F.interpolate(probabilities, size=size, mode="area")
+
+
+def sample_per_class(candidates: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``count`` random candidate positions per row of a (C, P) mask, without replacement.
+
+    Returns:
+        ``(indices, valid)``, both (C, min(count, P)): positions and whether each is a candidate
+        (rows with fewer candidates are padded with invalid positions).
+    """
+    count = min(count, candidates.shape[1])
+    scores = torch.rand(candidates.shape, device=candidates.device).masked_fill_(~candidates, -1.0)
+    values, indices = scores.topk(count, dim=1)
+    return indices, values >= 0
+
+
+def crossed_probabilities(step: Step, student: str) -> torch.Tensor:
+    """The other students' mean softmax (detached): MCSC samples a member's features with the
+    other member's pseudo-labels. A lone student uses its own prediction."""
+    others = [name for name in step.student_names if name != student] or [student]
+    return torch.stack([torch.softmax(step.logits(name).detach().float(), dim=1) for name in others]).mean(0)
+
+
+def known_targets(step: Step) -> torch.Tensor:
+    """(B, H, W) ground truth where known, ``IGNORE`` elsewhere (unannotated rows included)."""
+    return step.batch.targets
+
+
+def class_balanced_contrastive_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, temperature: float = 0.1
+) -> torch.Tensor:
+    """Class-balanced supervised contrastive loss (MCSC, thesis eq. 4.2).
+
+    For anchor i of class c and each positive j of class c (j != i):
+    ``l_ij = log[exp(s_ij/τ) / (exp(s_ij/τ) + Z_i)]`` with
+    ``Z_i = Σ_{c' != c} mean_{k in class c'} exp(s_ik/τ)`` (negatives averaged within each class,
+    summed over classes). The loss is ``-mean_c mean_{i in c} mean_j l_ij``: per-class means, so
+    background pixels do not dominate. Anchors without positives or without negatives are skipped.
+
+    Args:
+        embeddings: (N, D) L2-normalised.
+        labels: (N,) class indices; ``IGNORE`` rows are left out.
+    """
+    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(f"need (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} and "
+                         f"{tuple(labels.shape)}.")
+    keep = labels != IGNORE
+    embeddings, labels = embeddings[keep], labels[keep]
+    if labels.numel() and int(labels.max()) >= num_classes:
+        raise ValueError(f"labels hold class {int(labels.max())} but there are only {num_classes} classes.")
+    zero = embeddings.sum() * 0.0
+    if labels.numel() < 2:
+        return zero
+    scaled = embeddings.float() @ embeddings.float().T / temperature - 1.0 / temperature  # <= 0: stable exp
+    one_hot = F.one_hot(labels, num_classes).float()
+    counts = one_hot.sum(0)
+    class_mean_exp = (scaled.exp() @ one_hot) / counts.clamp_min(1.0)  # (N, C)
+    other_class = (1.0 - one_hot) * (counts > 0).float()
+    negatives = (class_mean_exp * other_class).sum(1, keepdim=True)  # (N, 1)
+    positive = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    log_ratio = scaled - torch.log(scaled.exp() + negatives)
+    positives_per_anchor = positive.sum(1)
+    valid = (positives_per_anchor > 0) & (negatives[:, 0] > 0)
+    if not bool(valid.any()):
+        return zero
+    anchor_loss = -(log_ratio * positive).sum(1) / positives_per_anchor.clamp_min(1)
+    return _mean_of_class_means(anchor_loss, labels, valid, num_classes)
+
+
+def _mean_of_class_means(values: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, num_classes: int):
+    one_hot = F.one_hot(labels, num_classes).float() * valid[:, None].float()
+    per_class_count = one_hot.sum(0)
+    per_class = (values[:, None] * one_hot).sum(0) / per_class_count.clamp_min(1.0)
+    present = per_class_count > 0
+    return per_class[present].mean()
+
+
+def certainty_contrastive_loss(
+    anchors: torch.Tensor,
+    anchor_valid: torch.Tensor,
+    positives: torch.Tensor,
+    positive_valid: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_labels: torch.Tensor,
+    num_classes: int,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """MCSCv2's loss (thesis eq. 5.7), all classes at once.
+
+    ``-(1/|C|) Σ_c mean_{a of c} log[exp(a·a_p/τ) / (exp(a·a_p/τ) + Z)]`` where
+    ``Z = Σ_{c'} mean_{k in negatives of c, class c'} exp(a·k/τ)``.
+
+    Args:
+        anchors: (C, N, D) unit vectors, ``anchor_valid`` (C, N) marks real ones.
+        positives: (C, D), one per class; ``positive_valid`` (C,).
+        negatives: (C, M, D) drawn from class c's bank; ``negative_labels`` (C, M) their classes,
+            ``IGNORE`` for empty slots.
+    """
+    if anchors.ndim != 3 or positives.shape != (anchors.shape[0], anchors.shape[2]):
+        raise ValueError(f"anchors (C, N, D) and positives (C, D) do not fit: {tuple(anchors.shape)}, "
+                         f"{tuple(positives.shape)}.")
+    if negatives.shape[0] != anchors.shape[0] or negative_labels.shape != negatives.shape[:2]:
+        raise ValueError(f"negatives (C, M, D) and their labels (C, M) do not fit: {tuple(negatives.shape)}, "
+                         f"{tuple(negative_labels.shape)}.")
+    offset = 1.0 / temperature
+    positive_logit = (anchors * positives[:, None, :]).sum(-1) / temperature - offset  # (C, N)
+    negative_exp = (torch.bmm(anchors, negatives.transpose(1, 2)) / temperature - offset).exp()  # (C, N, M)
+    known = negative_labels != IGNORE
+    one_hot = F.one_hot(negative_labels.clamp_min(0), num_classes).float() * known[..., None].float()  # (C, M, C)
+    counts = one_hot.sum(1)  # (C, classes)
+    z = (torch.bmm(negative_exp, one_hot) / counts.clamp_min(1.0)[:, None, :]).sum(-1)  # (C, N)
+    per_anchor = -(positive_logit - torch.log(positive_logit.exp() + z))
+    has_negatives = known.any(1)
+    valid = anchor_valid & (positive_valid & has_negatives)[:, None]
+    zero = anchors.sum() * 0.0
+    if not bool(valid.any()):
+        return zero
+    per_class = (per_anchor * valid).sum(1) / valid.sum(1).clamp_min(1)
+    return per_class[valid.any(1)].mean()
+
+
+class FifoBank(nn.Module):
+    """Per-class FIFO queues of keys with their classes, as buffers (checkpointed).
+
+    Args:
+        num_classes: queues, one per class.
+        size: keys per queue (K).
+        dim: key length.
+    """
+
+    def __init__(self, num_classes: int, size: int, dim: int):
+        super().__init__()
+        self.size = size
+        self.register_buffer("keys", torch.zeros(num_classes, size, dim))
+        self.register_buffer("labels", torch.full((num_classes, size), IGNORE, dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros(num_classes, dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, queue: int, keys: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append keys to queue ``queue``, overwriting the oldest ones once full."""
+        count = min(len(keys), self.size)
+        if count == 0:
+            return
+        keys, labels = keys[-count:], labels[-count:]
+        start = int(self.pointer[queue])
+        positions = (start + torch.arange(count, device=self.keys.device)) % self.size
+        self.keys[queue, positions] = keys.to(self.keys.dtype)
+        self.labels[queue, positions] = labels.to(self.labels.device)
+        self.pointer[queue] = (start + count) % self.size
+
+    def sample(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` random slots of every queue (with replacement, filled slots only):
+        (C, count, D) keys and (C, count) labels (``IGNORE`` where a queue is empty)."""
+        filled = self.labels != IGNORE  # (C, K)
+        weights = filled.float() + (~filled.any(1, keepdim=True)).float()  # empty queue: any slot
+        slots = torch.multinomial(weights, count, replacement=True)  # (C, count)
+        keys = torch.gather(self.keys, 1, slots[..., None].expand(-1, -1, self.keys.shape[2]))
+        return keys, torch.gather(self.labels, 1, slots)
+
+
+# ----------------------------------------------------------------------------- MCSC
+
+
+def _projector_for(members, term: Term) -> MultiScaleProjector:
+    channels = {m.name: tuple(m.network.feature_channels) for m in members if not m.spec.is_teacher}
+    return MultiScaleProjector(channels)
+
+
+@register_term("mcsc_contrastive")
+class MultiScaleCrossContrastive(Term):
+    """MCSC: class-balanced supervised contrastive loss on three feature scales per student.
+
+    Labels are crossed (a student's pixels take the other student's pseudo-labels; annotated
+    pixels take the ground truth). For memory, each scale contributes a random ``patch``×``patch``
+    window of every image (the whole map if smaller), at most ``max_pixels`` pixels.
+
+    Options: ``temperature`` (0.1), ``patch`` (16), ``max_pixels`` (2048).
+    """
+
+    feature_kind = "encoder"
+
+    def __init__(self, spec, context, members):
+        super().__init__(spec, context, members)
+        self.projector = _projector_for(members, self)
+        self.temperature = float(spec.option("temperature", 0.1))
+        self.patch = int(spec.option("patch", 16))
+        self.max_pixels = int(spec.option("max_pixels", 2048))
+
+    def forward(self, step: Step) -> dict[str, torch.Tensor]:
+        losses = {}
+        for student in step.student_names:
+            labels = _crossed_labels(step, student)
+            total = 0.0
+            for scale, feature_map in enumerate(step.features(student)):
+                window_features, window_labels = self._window(feature_map, labels_at(labels, feature_map.shape[-2:]))
+                embeddings = self.projector(student, scale, window_features)
+                total = total + class_balanced_contrastive_loss(
+                    embeddings, window_labels, self.context.num_classes, self.temperature)
+            losses[student] = total
+        return losses
+
+    def _window(self, feature_map: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = feature_map.shape[-2:]
+        side_y, side_x = min(self.patch, height), min(self.patch, width)
+        top = int(torch.randint(0, height - side_y + 1, ()))
+        left = int(torch.randint(0, width - side_x + 1, ()))
+        features = flat_pixels(feature_map[:, :, top:top + side_y, left:left + side_x])
+        flat_labels = labels[:, top:top + side_y, left:left + side_x].reshape(-1)
+        if len(flat_labels) > self.max_pixels:
+            chosen = torch.randperm(len(flat_labels), device=flat_labels.device)[: self.max_pixels]
+            features, flat_labels = features[chosen], flat_labels[chosen]
+        return features, flat_labels
+
+
+def _crossed_labels(step: Step, student: str) -> torch.Tensor:
+    targets = known_targets(step)
+    pseudo = crossed_probabilities(step, student).argmax(1)
+    return torch.where(targets != IGNORE, targets, pseudo)
+
+
+# ----------------------------------------------------------------------------- MCSCv2
+
+
+@register_term("certainty_contrastive")
+class CertaintyContrastive(Term):
+    """MCSCv2: certainty-guided contrastive learning with per-class FIFO memory banks.
+
+    Per student and feature scale, with p the other students' softmax (crossed, as in MCSC)
+    area-averaged to the scale, entropy H(p) and β = β0 (1 - t/T):
+
+    - uncertain: the top β fraction of unannotated pixels by entropy (γ_t is that percentile);
+    - anchors of class c: annotated pixels with y = c and top-1 p > h, unannotated pixels with
+      argmax p = c, top-1 p > h and H ≤ γ_t; ``anchors`` of them sampled per class;
+    - positive of class c: the mean embedding of all anchors of class c (detached; estimated
+      from at most ``positive_pixels`` random anchors when there are more);
+    - bank B_c receives up to a quarter of its size per step: annotated pixels with y ≠ c and
+      rank of c < r_l, certain unannotated pixels with rank of c ≥ r_l, uncertain ones with
+      rank of c ≥ r_h (ranks from 0 = top-1), keyed by their class (y or argmax p);
+    - ``negatives`` keys sampled from B_c; loss of :func:`certainty_contrastive_loss`.
+
+    Losses are summed over scales. Keys are embedded with the step's weights and enter the banks
+    after the optimiser step. One bank per student and scale.
+
+    Options: ``bank_size`` (60000 on a GPU, 1024 on a CPU), ``anchors`` (1000), ``negatives``
+    (500), ``positive_pixels`` (2048), ``threshold`` h (0.9), ``beta0`` (0.2), ``temperature``
+    (0.1), ``rank_low`` r_l (1), ``rank_high`` r_h (max(2, C // 2)).
+    """
+
+    feature_kind = "encoder"
+
+    def __init__(self, spec, context, members):
+        super().__init__(spec, context, members)
+        self.projector = _projector_for(members, self)
+        default_bank = 60000 if context.device == "cuda" else 1024
+        self.bank_size = int(spec.option("bank_size", default_bank))
+        self.anchor_count = int(spec.option("anchors", 1000))
+        self.negative_count = int(spec.option("negatives", 500))
+        self.positive_pixels = int(spec.option("positive_pixels", 2048))
+        self.threshold = float(spec.option("threshold", 0.9))
+        self.beta0 = float(spec.option("beta0", 0.2))
+        self.temperature = float(spec.option("temperature", 0.1))
+        self.rank_low = int(spec.option("rank_low", 1))
+        self.rank_high = int(spec.option("rank_high", max(2, context.num_classes // 2)))
+        self.banks = nn.ModuleDict({
+            _bank_name(m.name, scale): FifoBank(context.num_classes, self.bank_size, PROJECTION_DIM)
+            for m in members if not m.spec.is_teacher
+            for scale in range(self.projector.scales)
+        })
+        self._pending: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
+
+    def beta(self, progress: float) -> float:
+        return self.beta0 * (1.0 - min(max(progress, 0.0), 1.0))
+
+    def forward(self, step: Step) -> dict[str, torch.Tensor]:
+        self._pending = []
+        losses = {}
+        targets = known_targets(step)
+        for student in step.student_names:
+            probabilities = crossed_probabilities(step, student)
+            total = 0.0
+            for scale, feature_map in enumerate(step.features(student)):
+                size = feature_map.shape[-2:]
+                sampled = self._sample(probabilities_at(probabilities, size), labels_at(targets, size), step.progress)
+                total = total + self._scale_loss(student, scale, flat_pixels(feature_map), sampled, step)
+            losses[student] = total
+        return losses
+
+    def _sample(self, probabilities: torch.Tensor, targets: torch.Tensor, progress: float) -> dict:
+        """Flat masks and sampled positions of anchors and bank keys at one scale."""
+        classes = self.context.num_classes
+        flat_probabilities = probabilities.permute(0, 2, 3, 1).reshape(-1, classes)
+        flat_targets = targets.reshape(-1)
+        known = flat_targets != IGNORE
+        confidence, pseudo = flat_probabilities.max(1)
+        entropy = -(flat_probabilities * flat_probabilities.clamp_min(1e-8).log()).sum(1)
+        uncertain = torch.zeros_like(known)
+        beta = self.beta(progress)
+        if beta > 0 and bool((~known).any()):
+            unknown_entropy = entropy[~known]
+            gamma = torch.quantile(unknown_entropy, 1.0 - beta) if len(unknown_entropy) > 1 else unknown_entropy[0]
+            uncertain = ~known & (entropy > gamma)
+        label = torch.where(known, flat_targets, pseudo)
+        confident = confidence > self.threshold
+        class_ids = torch.arange(classes, device=label.device)[:, None]
+        is_class = label[None, :] == class_ids  # (C, P)
+        anchor_mask = is_class & confident[None, :] & (known | ~uncertain)[None, :]
+        rank = flat_probabilities.argsort(1, descending=True).argsort(1).T  # (C, P): rank of class c
+        negative_mask = ~is_class & (
+            (known[None, :] & (rank < self.rank_low))
+            | ((~known & ~uncertain)[None, :] & (rank >= self.rank_low))
+            | (uncertain[None, :] & (rank >= self.rank_high))
+        )
+        anchors, anchor_valid = sample_per_class(anchor_mask, self.anchor_count)
+        positives, positive_valid = sample_per_class(anchor_mask, self.positive_pixels)
+        keys, key_valid = sample_per_class(negative_mask, max(1, self.bank_size // 4))
+        return {"anchors": anchors, "anchor_valid": anchor_valid, "positives": positives,
+                "positive_valid": positive_valid, "keys": keys, "key_valid": key_valid, "label": label}
+
+    def _positive(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
+        """(C, D) unit positive per class and (C,) whether the class has anchors."""
+        with torch.no_grad():
+            embedded = self.projector(student, scale, pixels[sampled["positives"].reshape(-1)].detach())
+            embedded = embedded.view(*sampled["positives"].shape, -1) * sampled["positive_valid"][..., None]
+            mean = embedded.sum(1) / sampled["positive_valid"].sum(1, keepdim=True).clamp_min(1)
+        return F.normalize(mean, dim=1), sampled["positive_valid"].any(1)
+
+    def _scale_loss(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
+        anchors = self.projector(student, scale, pixels[sampled["anchors"].reshape(-1)])
+        anchors = anchors.view(*sampled["anchors"].shape, -1)
+        positive, positive_valid = self._positive(student, scale, pixels, sampled, step)
+        bank = self.banks[_bank_name(student, scale)]
+        negatives, negative_labels = bank.sample(self.negative_count)
+        with torch.no_grad():
+            keys = self.projector(student, scale, pixels[sampled["keys"].reshape(-1)].detach())
+        self._pending.append((student, scale, keys.view(*sampled["keys"].shape, -1), sampled))
+        return certainty_contrastive_loss(anchors, sampled["anchor_valid"], positive, positive_valid,
+                                          negatives, negative_labels, self.context.num_classes, self.temperature)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: Step) -> None:
+        for student, scale, keys, sampled in self._pending:
+            bank = self.banks[_bank_name(student, scale)]
+            key_labels = sampled["label"][sampled["keys"]]  # (C, n)
+            for queue in range(keys.shape[0]):  # one push per class, not per pixel
+                valid = sampled["key_valid"][queue]
+                bank.push(queue, keys[queue][valid], key_labels[queue][valid])
+        self._pending = []
+
+
+def _bank_name(student: str, scale: int) -> str:
+    return f"{student}_scale{scale}"
+
+
+# ----------------------------------------------------------------------------- REPS (CCT-R)
+
+
+@register_term("reps_contrastive")
+class RegistrationEnhancedContrastive(CertaintyContrastive):
+    """MCSCv2 with registration-enhanced positive sampling (REPS, CCT-R; thesis ch. 6).
+
+    The thesis maps an anchor at point p of volume q through the registration transforms to
+    points T_qj(p) of other volumes and takes their features (from a FIFO bank of slice
+    feature maps) as extra positives a_p^r. The registration module gives this engine
+    registered *label maps* per slice (the registration pseudo-labels of the ``registration``
+    term: labels warped from painted slices of the same volume, or from the best-registered
+    annotated volume), not per-pixel point correspondences through the transforms. So the
+    registered positive of class c is the mean embedding of the pixels that registration labels
+    c in the banked slices: a class-consistent positive drawn from other slices and volumes,
+    the same role as a_p^r, without per-point correspondence.
+
+    The slice bank (buffers, checkpointed) keeps per slice and class the mean embedding of up
+    to ``slice_pixels`` registered pixels, for ``slice_bank`` slices (default: a fifth of the
+    training slices, at least 4), fed from the unannotated rows after each optimiser step.
+    Final positive: normalise(w1·a_p^l + w2·a_p^r) (``local_weight`` and ``registered_weight``,
+    0.5 each), or a_p^l alone for classes absent from the bank.
+    """
+
+    def __init__(self, spec, context, members):
+        super().__init__(spec, context, members)
+        self.slice_pixels = int(spec.option("slice_pixels", 64))
+        self.local_weight = float(spec.option("local_weight", 0.5))
+        self.registered_weight = float(spec.option("registered_weight", 0.5))
+        slices = int(spec.option("slice_bank", max(4, math.ceil(context.slice_count / 5))))
+        self.slice_banks = nn.ModuleDict({
+            name: SlicePrototypeBank(slices, context.num_classes, PROJECTION_DIM) for name in self.banks
+        })
+
+    def _positive(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
+        local, local_valid = super()._positive(student, scale, pixels, sampled, step)
+        registered, registered_valid = self.slice_banks[_bank_name(student, scale)].class_means()
+        mixed = torch.where(registered_valid[:, None],
+                            self.local_weight * local + self.registered_weight * registered, local)
+        return F.normalize(mixed, dim=1), local_valid
+
+    def _scale_loss(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
+        loss = super()._scale_loss(student, scale, pixels, sampled, step)
+        registered = self._registered_prototypes(student, scale, pixels, step)
+        if registered is not None:
+            self._pending[-1] = (*self._pending[-1], registered)
+        return loss
+
+    @torch.no_grad()
+    def _registered_prototypes(self, student: str, scale: int, pixels: torch.Tensor, step: Step):
+        """Per unannotated row and class, the mean embedding of sampled registered pixels."""
+        batch = step.batch
+        if batch.pseudo_targets is None or not batch.has_unannotated:
+            return None
+        rows = batch.images.shape[0]
+        height, width = step.features(student)[scale].shape[-2:]
+        registered = labels_at(batch.pseudo_targets, (height, width))[batch.annotated:]
+        count = rows - batch.annotated
+        per_row = height * width
+        flat = registered.reshape(count, per_row)
+        classes = self.context.num_classes
+        candidates = flat[:, None, :] == torch.arange(classes, device=flat.device)[None, :, None]  # (R, C, P)
+        positions, valid = sample_per_class(candidates.reshape(count * classes, per_row), self.slice_pixels)
+        offsets = (batch.annotated + torch.arange(count, device=flat.device)).repeat_interleave(classes) * per_row
+        embedded = self.projector(student, scale, pixels[(positions + offsets[:, None]).reshape(-1)].detach())
+        embedded = embedded.view(count * classes, -1, PROJECTION_DIM) * valid[..., None]
+        means = F.normalize(embedded.sum(1) / valid.sum(1, keepdim=True).clamp_min(1), dim=1)
+        return means.view(count, classes, -1), valid.any(1).view(count, classes)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: Step) -> None:
+        for entry in self._pending:
+            if len(entry) == 5:
+                student, scale, _, _, (means, present) = entry
+                self.slice_banks[_bank_name(student, scale)].push(means, present)
+        self._pending = [entry[:4] for entry in self._pending]
+        super().after_optimizer_step(step)
+
+
+class SlicePrototypeBank(nn.Module):
+    """FIFO of per-slice class prototypes: (slices, C, D) means and (slices, C) presence."""
+
+    def __init__(self, slices: int, num_classes: int, dim: int):
+        super().__init__()
+        self.register_buffer("prototypes", torch.zeros(slices, num_classes, dim))
+        self.register_buffer("present", torch.zeros(slices, num_classes, dtype=torch.bool))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, prototypes: torch.Tensor, present: torch.Tensor) -> None:
+        keep = present.any(1)
+        prototypes, present = prototypes[keep], present[keep]
+        slots = len(self.prototypes)
+        count = min(len(prototypes), slots)
+        if count == 0:
+            return
+        positions = (int(self.pointer) + torch.arange(count, device=self.prototypes.device)) % slots
+        self.prototypes[positions] = prototypes[-count:]
+        self.present[positions] = present[-count:]
+        self.pointer.fill_((int(self.pointer) + count) % slots)
+
+    def class_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C, D) unit mean prototype per class over the banked slices, and (C,) availability."""
+        weights = self.present.float()[..., None]
+        total = (self.prototypes * weights).sum(0)
+        available = self.present.any(0)
+        return F.normalize(total / weights.sum(0).clamp_min(1.0), dim=1), available
