@@ -8,7 +8,8 @@ import pytest
 
 from napari_semiseg.core.annotations import AnnotationScheme
 from napari_semiseg.core.config import TrainConfig
-from napari_semiseg.core.engine import TrainingData, get_preset, loop, strategy_names, train
+import napari_semiseg.core.engine.loop as loop
+from napari_semiseg.core.engine import TrainingData, get_preset, strategy_names, train
 from napari_semiseg.core.engine.checkpoint import load_checkpoint
 from napari_semiseg.core.events import StepCompleted, TrainingFinished
 from napari_semiseg.core.model import load_model
@@ -49,8 +50,9 @@ def _train(strategy, phantom, path):
     volume, truth, data = phantom
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop, "STEP_EVENT_SECONDS", 0.0)  # one event per step
+        # one thread: two collapse when another process holds a core of this 2-core machine
         config = TrainConfig(strategy=strategy, iterations=ITERATIONS, batch_size=4, patch_size=48, seed=0,
-                             device="cpu")
+                             device="cpu", threads=1)
         events = list(train(data, config, path))
     prediction = predict_volume(load_model(path, device="cpu"), volume)
     unpainted = [i for i in range(SHAPE[0]) if i not in PAINTED]
