@@ -13,6 +13,7 @@ from napari_semiseg.core.networks import build_network, count_parameters, networ
 from napari_semiseg.core.networks.blocks import MAX_CACHED_GRIDS, WindowAttention, window_geometry
 
 NAMES = ["unet", "swin_unet", "cs_unet"]
+HEADED = ["unet_boundary", "unet_dual_sdf"]
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +29,7 @@ def small(name: str, **overrides) -> torch.nn.Module:
 
 
 def test_network_names() -> None:
-    assert network_names() == NAMES
+    assert network_names() == NAMES + HEADED
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -193,3 +194,26 @@ def test_learns_to_segment_squares(name: str, steps: int, lr: float) -> None:
         pred = net(x).argmax(1)
     dice = 2 * (pred * y).sum() / (pred.sum() + y.sum())
     assert dice > 0.8
+
+
+@pytest.mark.parametrize("name", ["unet_boundary", "unet_dual_sdf"])
+def test_multi_head_networks_give_every_head_and_rebuild_from_their_spec(name: str) -> None:
+    net = build_network(name, in_channels=1, num_classes=4, channels=(8, 16, 32, 64), dropout=(0, 0, 0, 0)).eval()
+    x = torch.randn(2, 1, 40, 36)
+    with torch.no_grad():
+        heads = net.forward_heads(x)
+        logits = net(x)
+    assert logits.shape == (2, 4, 40, 36)
+    if name == "unet_boundary":
+        assert heads["boundary"].shape == (2, 1, 40, 36)
+        assert torch.equal(heads["logits"], logits)
+    else:
+        first, second = heads["decoders"]
+        assert first["sdf"].shape == second["sdf"].shape == (2, 3, 40, 36)
+        assert torch.allclose(logits, (first["logits"] + second["logits"]) / 2)
+        assert not torch.allclose(first["logits"], second["logits"])  # transposed conv vs bilinear
+    spec = json.loads(json.dumps(net.build_spec))
+    rebuilt = build_network(spec["name"], spec["in_channels"], spec["num_classes"], spec["size"], **spec["overrides"])
+    rebuilt.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.eval()(x), logits)

@@ -213,6 +213,77 @@ register(
 )
 
 
+register(
+    StrategyPreset(
+        name="boclis",
+        summary=(
+            "A U-Net student with three EMA teachers (decays 0.999, 0.99, 0.9) on the weak view; the "
+            "student (strong view) learns their entropy-weighted pseudo-labels, weighted by certainty, "
+            "plus a boundary-guided patch contrastive loss (edge patches against centre and whole-region "
+            "patches). Prediction uses the student."
+        ),
+        members=(
+            MemberSpec("student", "unet", 1e-3),
+            MemberSpec("teacher_999", "unet", 0.0, predicts=False, ema_of="student", ema_decay=0.999),
+            MemberSpec("teacher_99", "unet", 0.0, predicts=False, ema_of="student", ema_decay=0.99),
+            MemberSpec("teacher_9", "unet", 0.0, predicts=False, ema_of="student", ema_decay=0.9),
+        ),
+        terms=(
+            TermSpec("supervised"),
+            TermSpec("teacher_ensemble", weight=1.0, schedule="sigmoid_rampup"),
+            TermSpec("patch_contrastive", weight=0.1, schedule="sigmoid_rampup"),
+        ),
+        reference="Yang, Zhuang, Sun, Wang, Su, IEEE TMI 44(7), 2025 (BoCLIS); patches encoded by pooling the "
+        "student's encoder map, see core/losses/patch_contrastive.py",
+        strong_view=True,
+    )
+)
+
+register(
+    StrategyPreset(
+        name="bfa",
+        summary=(
+            "Mean teacher (EMA 0.99, student on the strong view, consistency MSE) plus boundary feature "
+            "alignment: annotated and unannotated crops are mixed by copy-paste, an early boundary head "
+            "learns the mixed label maps' boundaries, and per class the boundary prototypes of "
+            "pseudo-labelled pixels are pulled to those of painted ones. Prediction uses the student."
+        ),
+        members=(
+            MemberSpec("student", "unet_boundary", 1e-3),
+            MemberSpec("teacher", "unet_boundary", 0.0, predicts=False, ema_of="student", ema_decay=0.99),
+        ),
+        terms=(
+            TermSpec("supervised"),
+            TermSpec("consistency", weight=0.1, schedule="sigmoid_rampup"),
+            TermSpec("boundary_head", weight=1.0),
+            TermSpec("boundary_alignment", weight=0.1, schedule="sigmoid_rampup"),
+        ),
+        reference="Guo, Wang et al., Pattern Recognition 2025 (BFA; no public code)",
+        strong_view=True,
+    )
+)
+
+register(
+    StrategyPreset(
+        name="pmcm",
+        summary=(
+            "One encoder, two decoders (transposed-convolution and bilinear upsampling), each with a "
+            "segmentation and a signed-distance head; the decoders teach each other where the other is "
+            "less certain, weighted by prototype reliability, and the segmentation and distance heads "
+            "are tied by cyclic task consistency. Prediction averages the two decoders."
+        ),
+        members=(MemberSpec("student", "unet_dual_sdf", 1e-3),),
+        terms=(
+            TermSpec("dual_supervised"),
+            TermSpec("prototype_mutual", weight=0.5, schedule="sigmoid_rampup"),
+            TermSpec("task_consistency", weight=1.0, schedule="sigmoid_rampup"),
+        ),
+        reference="Lin, Chen, Chen, Digital Signal Processing 169, 2026 (PMCM); truncated fixed-scale SDF "
+        "targets instead of the released code's per-volume min-max scaling",
+    )
+)
+
+
 def get_preset(name: str) -> StrategyPreset:
     """The preset called ``name``; unknown names raise with the list of valid ones."""
     try:

@@ -17,13 +17,14 @@ import torch
 from .members import Member
 from .terms import Batch, TermContext
 
-FEATURE_METHODS = {"encoder": "forward_features", "decoder": "forward_decoder_features"}
+FEATURE_METHODS = {"encoder": "forward_features", "decoder": "forward_decoder_features", "heads": "forward_heads"}
 
 
 @dataclass
 class MemberOutput:
     logits: torch.Tensor
     features: list[torch.Tensor] | None = None
+    heads: dict | None = None
 
 
 class Step:
@@ -34,7 +35,8 @@ class Step:
         progress: fraction of the budget done, in [0, 1].
         context: number of classes, boundary weight, device.
         members: students and teachers.
-        feature_kind: ``None``, ``"encoder"`` or ``"decoder"``: which multi-scale maps the
+        feature_kind: ``None``, ``"encoder"``, ``"decoder"`` or ``"heads"``: which multi-scale maps (or,
+            for ``"heads"``, the dict of ``forward_heads`` of a multi-head network) the
             forward pass returns with the logits.
         strong_images: the students' view of the batch, or None when it is the weak view.
     """
@@ -57,6 +59,7 @@ class Step:
         self.strong_images = strong_images
         self._members = {m.name: m for m in members}
         self._outputs: dict[str, MemberOutput] = {}
+        self.cache: dict = {}  # results terms share within this step (pseudo-labels, extra views)
 
     @property
     def student_names(self) -> list[str]:
@@ -100,6 +103,13 @@ class Step:
             raise RuntimeError("features were not computed: the term reading them must set feature_kind")
         return features
 
+    def heads(self, name: str) -> dict:
+        """All outputs of a multi-head network (``forward_heads``; feature_kind ``"heads"``)."""
+        heads = self.output(name).heads
+        if heads is None:
+            raise RuntimeError("heads were not computed: the term reading them must set feature_kind = 'heads'")
+        return heads
+
     def student_logits(self) -> dict[str, torch.Tensor]:
         return {name: self.logits(name) for name in self.student_names}
 
@@ -108,5 +118,8 @@ class Step:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not member.spec.is_teacher):
             if self.feature_kind is None:
                 return MemberOutput(member.network(images))
+            if self.feature_kind == "heads":
+                heads = member.network.forward_heads(images)
+                return MemberOutput(heads["logits"], heads=heads)
             logits, features = getattr(member.network, FEATURE_METHODS[self.feature_kind])(images)
             return MemberOutput(logits, features)

@@ -161,7 +161,7 @@ TERMS: dict[str, TermFunction | type[Term]] = {
 }
 
 # Modules that register further terms with @register_term; imported on first look-up.
-TERM_MODULES = ("teacher_terms", "contrastive")
+TERM_MODULES = ("teacher_terms", "contrastive", "boclis_terms", "bfa_terms", "pmcm_terms")
 
 
 def register_term(kind: str):

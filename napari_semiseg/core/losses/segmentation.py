@@ -74,15 +74,28 @@ def masked_cross_entropy(
     return weighted.sum() / known.sum().clamp_min(1.0)
 
 
-def boundary_band(target: torch.Tensor, num_classes: int, kernel: int = 3) -> torch.Tensor:
-    """(B, H, W) float mask of pixels within ``kernel // 2`` of a class boundary.
+def class_boundary_bands(target: torch.Tensor, num_classes: int, kernel: int = 3) -> torch.Tensor:
+    """(B, C, H, W) float masks: pixels within ``kernel // 2`` of the edge of each class.
 
-    Dilation minus erosion of the one-hot maps with max-pooling, in-plane only; unknown
-    pixels are never part of the band.
+    Dilation minus erosion of each one-hot map with max-pooling, in-plane only (never 3D
+    from sparse slices). Unknown pixels are never part of a band, and a class meeting only
+    unknown pixels (a scribble's edge, padding) has no boundary there: erosion treats them as
+    belonging to every class.
     """
     one_hot, mask = one_hot_with_ignore(target, num_classes)
-    pad = kernel // 2
-    dilated = F.max_pool2d(one_hot, kernel, stride=1, padding=pad)
-    eroded = -F.max_pool2d(-one_hot, kernel, stride=1, padding=pad)
-    band = (dilated - eroded).amax(dim=1) * mask[:, 0]
-    return band
+    return (dilate(one_hot, kernel) - erode(one_hot + (1 - mask), kernel)) * mask
+
+
+def boundary_band(target: torch.Tensor, num_classes: int, kernel: int = 3) -> torch.Tensor:
+    """(B, H, W) float mask of pixels within ``kernel // 2`` of a class boundary (any class)."""
+    return class_boundary_bands(target, num_classes, kernel).amax(dim=1)
+
+
+def dilate(masks: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Max-pooling dilation of (B, C, H, W) float masks with a square ``kernel``."""
+    return F.max_pool2d(masks, kernel, stride=1, padding=kernel // 2)
+
+
+def erode(masks: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Max-pooling erosion of (B, C, H, W) float masks; outside the image counts as inside."""
+    return -F.max_pool2d(-masks, kernel, stride=1, padding=kernel // 2)

@@ -18,11 +18,14 @@ from typing import Any
 from torch import nn
 
 from .cs_unet import CSUNet
+from .multi_head import BoundaryUNet, DualDecoderUNet
 from .swin_unet import SwinUNet
 from .unet import UNet
 
 __all__ = [
     "NETWORKS",
+    "BoundaryUNet",
+    "DualDecoderUNet",
     "PRESETS",
     "SIZES",
     "CSUNet",
@@ -37,6 +40,8 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,
     "swin_unet": SwinUNet,
     "cs_unet": CSUNet,
+    "unet_boundary": BoundaryUNet,
+    "unet_dual_sdf": DualDecoderUNet,
 }
 
 SIZES = ("cpu", "paper")
@@ -55,6 +60,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cs_unet": {
         "cpu": {"embed_dim": 32, "depths": (2, 2, 2, 2), "num_heads": (2, 4, 8, 16), "window_size": 8},
         "paper": {"embed_dim": 96, "depths": (2, 2, 2, 2), "num_heads": (3, 6, 12, 24), "window_size": 7},
+    },
+    "unet_boundary": {
+        "cpu": {"channels": (16, 32, 64, 128, 256)},
+        "paper": {"channels": (16, 32, 64, 128, 256)},
+    },
+    "unet_dual_sdf": {
+        "cpu": {"channels": (16, 32, 64, 128, 256)},
+        "paper": {"channels": (16, 32, 64, 128, 256)},
     },
 }
 
