@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__
 from .annotations import AnnotationScheme
-from .volume import Volume, VolumeError, read_volume
+from .volume import Volume, read_volume
 
 log = logging.getLogger(__name__)
 
@@ -530,13 +530,3 @@ def _unique(name: str, taken: set[str]) -> str:
         suffix += 1
         candidate = f"{name}-{suffix}"
     return candidate
-
-
-def open_or_create(folder: str | os.PathLike) -> Project:
-    """Open the project in ``folder``, creating an empty one if there is none yet."""
-    folder = Path(folder)
-    return Project.open(folder) if (folder / MANIFEST).exists() else Project.create(folder)
-
-
-__all__ = ["Project", "ProjectError", "VolumeEntry", "RunEntry", "LoadedAnnotations", "content_hash",
-           "open_or_create", "VolumeError"]

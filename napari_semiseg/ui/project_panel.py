@@ -24,7 +24,7 @@ from ..core.annotations import AnnotationMode, AnnotationScheme
 from ..core.autosave import AutosaveClock
 from ..core.events import CheckpointSaved, TrainingFailed, TrainingFinished, TrainingStarted
 from ..core.export import ExportItem, export_maps
-from ..core.project import Project, ProjectError, open_or_create
+from ..core.project import Project, ProjectError
 from ..core.volume import VolumeError, is_readable_path, read_volume, write_volume
 from .layers import CERTAINTY_LAYER, layer_meta, volume_from_layer
 
@@ -103,7 +103,7 @@ class ProjectPanel(QGroupBox):
             show_warning("Open an image first, then make a project for it.")
             return None
         try:
-            project = open_or_create(folder)
+            project = Project.create(folder)  # never into an existing project: that would overwrite its labels
             name = self._add_image(project, image)
             if labels is None:
                 labels = self.widget.add_annotation_layer()
