@@ -15,6 +15,9 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from . import cli_project
+
+from .cli_project import add_parsers as add_project_parsers
 from .cli_registration import add_parsers as add_registration_parsers
 
 log = logging.getLogger("napari_semiseg")
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
     demo.set_defaults(handler=run_demo)
     add_registration_parsers(commands)
+    add_project_parsers(commands)
     return parser
 
 
@@ -52,7 +56,7 @@ def _add_train(commands) -> None:
             "fully annotated and its unpainted voxels are background."
         ),
     )
-    train.add_argument("images", nargs="+", metavar="IMAGE")
+    train.add_argument("images", nargs="*", metavar="IMAGE")
     train.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
     train.add_argument("--strategy", default="registration_supervised")
     budget = train.add_mutually_exclusive_group()
@@ -68,18 +72,21 @@ def _add_train(commands) -> None:
     train.add_argument("--boundary-weight", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
-    train.add_argument("--resume", metavar="MODEL", help="continue from a model folder or checkpoint")
-    train.add_argument("--out", required=True, metavar="MODEL_DIR")
+    train.add_argument("--resume", metavar="MODEL", help="continue from a model folder or checkpoint "
+                       "('last' with --project: the project's newest model or checkpoint)")
+    train.add_argument("--out", metavar="MODEL_DIR", help="required unless --project is given")
+    train.add_argument("--project", metavar="DIR", help="train on a project's volumes and saved annotations")
     train.set_defaults(handler=run_train)
 
 
 def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="segment volumes with a trained model")
-    predict.add_argument("model", metavar="MODEL_DIR")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("model", nargs="?", metavar="MODEL_DIR", help="with --project: the newest model if omitted")
+    predict.add_argument("images", nargs="*", metavar="IMAGE")
+    predict.add_argument("--project", metavar="DIR", help="predict a project's volumes into DIR/predictions")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     predict.add_argument("--disagreement", action="store_true", help="also write <name>_disagreement.nii.gz")
-    predict.add_argument("--out", required=True, metavar="OUT_DIR")
+    predict.add_argument("--out", metavar="OUT_DIR", help="required unless --project is given")
     predict.set_defaults(handler=run_predict)
 
 
@@ -98,14 +105,24 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.engine import TrainingData, train
     from .core.engine.checkpoint import load_checkpoint
     from .core.events import CheckpointSaved, PseudoLabelsReady, StepCompleted, TrainingFinished, TrainingStarted
-    from .core.volume import read_volume
+    from .core.volume import check_same_grid, read_volume
 
-    if len(args.labels) > len(args.images):
-        raise UsageError(f"{len(args.labels)} label files for {len(args.images)} images: give at most one per image.")
-    volumes = [read_volume(path) for path in args.images]
-    labels = [read_volume(path).array for path in args.labels] + [None] * (len(volumes) - len(args.labels))
-    mode = AnnotationMode.SCRIBBLES if args.scribbles else AnnotationMode.SLICES
-    scheme = AnnotationScheme(mode, args.axis, args.background_label)
+    project = _project(args, "train", needs_out=True)
+    if project is not None:
+        volumes, labels, scheme = cli_project.training_inputs(project)
+        args.out = args.out or str(project.new_run_dir())
+        args.resume = cli_project.resume_path(project, args.resume)
+    else:
+        if len(args.labels) > len(args.images):
+            raise UsageError(f"{len(args.labels)} label files for {len(args.images)} images: give at most one per "
+                             "image.")
+        volumes = [read_volume(path) for path in args.images]
+        label_volumes = [read_volume(path) for path in args.labels]
+        for volume, label_volume in zip(volumes, label_volumes):
+            check_same_grid(volume, label_volume)
+        labels = [v.array for v in label_volumes] + [None] * (len(volumes) - len(args.labels))
+        mode = AnnotationMode.SCRIBBLES if args.scribbles else AnnotationMode.SLICES
+        scheme = AnnotationScheme(mode, args.axis, args.background_label)
     config = TrainConfig(
         strategy=args.strategy, minutes=args.minutes, iterations=args.iterations, device=args.device,
         batch_size=args.batch_size, patch_size=args.patch_size, network_size=args.network_size,
@@ -135,7 +152,22 @@ def run_train(args: argparse.Namespace) -> int:
                 _say(f"\nfinished after {event.iteration} iterations in {event.seconds:.0f} s: {event.model_path}")
                 if len(event.member_dice) > 1:
                     _say("Dice on painted slices: " + ", ".join(f"{k} {v:.3f}" for k, v in event.member_dice.items()))
+                if project is not None:
+                    project.record_run(event.model_path, config.strategy,
+                                       cli_project.annotated_slice_count(labels, scheme), event.iteration)
     return 0
+
+
+def _project(args: argparse.Namespace, command: str, needs_out: bool):
+    """The project of ``--project``, or None; without one, the plain arguments are required."""
+    from .core.project import Project
+
+    if args.project:
+        return Project.open(args.project)
+    if not args.images or (needs_out and not args.out) or (command == "predict" and not (args.model and args.out)):
+        wanted = "IMAGE... --out MODEL_DIR" if command == "train" else "MODEL_DIR IMAGE... --out OUT_DIR"
+        raise UsageError(f"give {wanted}, or --project DIR")
+    return None
 
 
 def _stop_on_first_interrupt() -> threading.Event:
@@ -169,14 +201,19 @@ def _say(message: str) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from .core.model import load_model
     from .core.predict import predict_volume
-    from .core.volume import read_volume, volume_stem, write_volume
+    from .core.volume import read_volume, write_volume
 
-    model = load_model(args.model, args.device)
-    out = Path(args.out)
-    for path in args.images:
-        volume = read_volume(path)
+    project = _project(args, "predict", needs_out=True)
+    if project is not None:
+        model_path, volumes, default_out = cli_project.prediction_inputs(project, args.model)
+        volumes += [read_volume(path) for path in args.images]
+        out = Path(args.out) if args.out else default_out
+    else:
+        model_path, volumes, out = args.model, [read_volume(path) for path in args.images], Path(args.out)
+    model = load_model(model_path, args.device)
+    for volume in volumes:
         prediction = predict_volume(model, volume)
-        name = volume_stem(path)
+        name = volume.name
         write_volume(volume.with_array(prediction.labels), out / f"{name}_seg.nii.gz")
         write_volume(volume.with_array(prediction.certainty), out / f"{name}_certainty.nii.gz")
         if args.disagreement:

@@ -71,6 +71,22 @@ def check_label_array(labels: np.ndarray, image_shape: tuple[int, ...], name: st
         raise AnnotationError(f"The {name} contain negative values ({labels.min()}); labels must be 0 or positive.")
 
 
+def check_label_classes(labels: np.ndarray, classes, scheme: AnnotationScheme | None = None,
+                        name: str = "labels") -> None:
+    """Refuse label values that are not among the project's classes (``classes``: value -> name)."""
+    allowed = {0, *(int(value) for value in classes)}
+    if scheme is not None and scheme.background_label is not None:
+        allowed.add(int(scheme.background_label))
+    extra = sorted(int(v) for v in np.unique(labels) if int(v) not in allowed)
+    if extra:
+        known = ", ".join(f"{value} {classes[value]}" if isinstance(classes, dict) else str(value)
+                          for value in sorted(classes)) or "none"
+        raise AnnotationError(
+            f"The {name} hold label value(s) {extra}, which exceed the classes of this project ({known}). "
+            "Repaint those voxels with a listed class, or add the class first."
+        )
+
+
 def annotated_slices(labels: np.ndarray, axis: int) -> np.ndarray:
     """Indices of the slices along ``axis`` that hold at least one painted voxel."""
     other_axes = tuple(a for a in range(labels.ndim) if a != axis)

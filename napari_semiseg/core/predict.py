@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -11,10 +12,15 @@ import torch.nn.functional as F
 
 from .engine.data import normalise_intensity
 from .events import PredictionProgress
+from .memory import OutOfMemory, is_out_of_memory, release_memory
 from .model import TrainedModel
 from .volume import Volume
 
+log = logging.getLogger(__name__)
+
 SLICES_PER_CHUNK = 4
+MIN_TILE = 64
+TILE_MARGIN = 16
 
 
 @dataclass
@@ -71,9 +77,18 @@ def iter_predict_volume(
     classes = np.empty(normalised.shape, dtype=np.int64)
     certainty = np.empty(normalised.shape, dtype=np.float32)
     disagreement = np.empty(normalised.shape, dtype=np.float32)
-    for start in range(0, count, SLICES_PER_CHUNK):
-        chunk = slice(start, min(start + SLICES_PER_CHUNK, count))
-        classes[chunk], certainty[chunk], disagreement[chunk] = predict_slices(model, normalised[chunk])
+    chunk_size, tile, start = SLICES_PER_CHUNK, None, 0
+    while start < count:
+        chunk = slice(start, min(start + chunk_size, count))
+        try:
+            classes[chunk], certainty[chunk], disagreement[chunk] = _predict_piecewise(model, normalised[chunk], tile)
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            release_memory(model.device)
+            chunk_size, tile = _smaller_piece(chunk_size, tile, normalised.shape[1:], volume.name)
+            continue
+        start = chunk.stop
         yield PredictionProgress(chunk.stop, count)
     lookup = np.asarray(model.label_values, dtype=np.int64)
     labels = lookup[classes].astype(_label_dtype(int(lookup.max())))
@@ -82,6 +97,40 @@ def iter_predict_volume(
         certainty=np.moveaxis(certainty, 0, axis),
         disagreement=np.moveaxis(disagreement, 0, axis),
     )
+
+
+def _smaller_piece(chunk_size: int, tile: int | None, slice_shape, name: str) -> tuple[int, int | None]:
+    """After running out of memory: fewer slices at a time, then smaller tiles of one slice."""
+    if chunk_size > 1:
+        log.warning("out of memory: predicting %d slice(s) at a time", chunk_size // 2)
+        return chunk_size // 2, tile
+    smaller = (tile or max(slice_shape)) // 2 // 16 * 16
+    if smaller < MIN_TILE:
+        raise OutOfMemory(
+            f"Out of memory predicting '{name}' even one slice at a time in {MIN_TILE}x{MIN_TILE}-pixel tiles. "
+            "Close other programs (or free GPU memory), choose the CPU as device, or crop the volume."
+        )
+    log.warning("out of memory: predicting one slice at a time in %d-pixel tiles", smaller)
+    return 1, smaller
+
+
+def _predict_piecewise(model: TrainedModel, slices: np.ndarray, tile: int | None):
+    """Predict slices whole, or (``tile`` set) tile by tile with an overlapping margin."""
+    height, width = slices.shape[1:]
+    if tile is None or (height <= tile and width <= tile):
+        return predict_slices(model, slices)
+    outputs = (np.empty(slices.shape, np.int64), np.empty(slices.shape, np.float32), np.empty(slices.shape, np.float32))
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            y0, x0 = max(0, top - TILE_MARGIN), max(0, left - TILE_MARGIN)
+            y1, x1 = min(height, top + tile + TILE_MARGIN), min(width, left + tile + TILE_MARGIN)
+            pieces = predict_slices(model, slices[:, y0:y1, x0:x1])
+            inner = (slice(None), slice(top - y0, top - y0 + min(tile, height - top)),
+                     slice(left - x0, left - x0 + min(tile, width - left)))
+            target = (slice(None), slice(top, top + tile), slice(left, left + tile))
+            for output, piece in zip(outputs, pieces):
+                output[target] = piece[inner]
+    return outputs
 
 
 def predict_volume(model: TrainedModel, volume: Volume, axis: int | None = None) -> Prediction:

@@ -24,6 +24,8 @@ GEOMETRY_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 PLAIN_EXTENSIONS = (".tif", ".tiff", ".npy")
 READABLE_EXTENSIONS = GEOMETRY_EXTENSIONS + PLAIN_EXTENSIONS
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+MAX_VOXELS_VARIABLE = "NAPARI_SEMISEG_MAX_VOXELS"
+DEFAULT_MAX_VOXELS = 1024**3
 _UMASK = os.umask(0o022)  # read once at import: os.umask can only be read by setting it
 os.umask(_UMASK)
 
@@ -203,6 +205,7 @@ def read_volume(path: str | os.PathLike, series_id: str | None = None) -> Volume
             f"'{path.name}' is not a supported volume. Use NIfTI (.nii/.nii.gz), MHA/MHD, NRRD, "
             "a DICOM series folder, TIFF or .npy."
         )
+    _check_file_size_before_reading(path)
     image = _read_sitk_file(path)
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise VolumeError(
@@ -262,8 +265,20 @@ def _uncompressed_size(path: Path) -> int:
     return found
 
 
+def _check_file_size_before_reading(path: Path) -> None:
+    """Refuse a huge file from its header, before its voxels take up memory."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # reading it properly says what is wrong with it
+    check_volume_size(tuple(reversed(reader.GetSize())), path.name)
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
+        check_volume_size(np.load(path, mmap_mode="r", allow_pickle=False).shape, path.name)
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise VolumeError(f"Could not read '{path.name}' as a NumPy array: {error}.") from None
@@ -308,6 +323,7 @@ def _read_dicom_folder(folder: Path, series_id: str | None) -> Volume:
         image = reader.Execute()
     except RuntimeError as error:
         raise VolumeError(f"Could not read the DICOM series in '{folder}': {error}".strip()) from None
+    check_volume_size(tuple(reversed(image.GetSize())), folder.name)
     return _checked(Volume(sitk.GetArrayFromImage(image), Geometry.from_sitk(image), folder.name, str(folder)))
 
 
@@ -381,6 +397,7 @@ def _sitk_compatible(array: np.ndarray) -> np.ndarray:
 def check_image_usable(volume: Volume) -> None:
     """Refuse images no network can learn from, with a message that says why."""
     array = volume.array
+    check_volume_size(volume.shape, volume.name)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise VolumeError(
@@ -389,3 +406,47 @@ def check_image_usable(volume: Volume) -> None:
         )
     if array.size and float(array.max()) == float(array.min()):
         raise VolumeError(f"'{volume.name}' is constant (every voxel is {array.flat[0]}); there is nothing to segment.")
+
+
+def max_voxels() -> int:
+    """The largest volume (in voxels) accepted; set ``NAPARI_SEMISEG_MAX_VOXELS`` to change it."""
+    value = os.environ.get(MAX_VOXELS_VARIABLE, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_VOXELS
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number", MAX_VOXELS_VARIABLE, value)
+        return DEFAULT_MAX_VOXELS
+
+
+def fitting_shape(shape: tuple[int, ...], limit: int) -> tuple[int, ...]:
+    """``shape`` scaled down evenly until it holds at most ``limit`` voxels."""
+    factor = (limit / max(math.prod(shape), 1)) ** (1.0 / len(shape))
+    return tuple(max(1, int(side * factor)) for side in shape)
+
+
+def check_volume_size(shape: tuple[int, ...], name: str, limit: int | None = None) -> None:
+    """Refuse a volume above the voxel limit, saying which size would fit."""
+    limit = max_voxels() if limit is None else limit
+    voxels = math.prod(int(s) for s in shape)
+    if voxels > limit:
+        fits = " x ".join(str(s) for s in fitting_shape(tuple(shape), limit))
+        raise VolumeError(
+            f"'{name}' is too large: {' x '.join(str(s) for s in shape)} = {voxels:,} voxels, and at most "
+            f"{limit:,} fit (for example {fits} at the same proportions). Crop or downsample it, or raise the "
+            f"limit with the environment variable {MAX_VOXELS_VARIABLE} if this machine has the memory."
+        )
+
+
+def check_same_grid(image: Volume, labels: Volume) -> None:
+    """Refuse labels that do not lie on the image's voxel grid (shape, spacing, origin, direction)."""
+    if labels.shape != image.shape:
+        raise VolumeError(
+            f"The labels '{labels.name}' have shape {labels.shape} but the image '{image.name}' has {image.shape}. "
+            "Pick the labels painted on this image."
+        )
+    if image.geometry.known and labels.geometry.known and not image.geometry.matches(labels.geometry):
+        raise VolumeError(
+            f"The labels '{labels.name}' lie on another grid than the image '{image.name}' "
+            f"({image.geometry.describe_difference(labels.geometry)}). Resample the labels onto the image, "
+            "or pick the labels painted on this image."
+        )

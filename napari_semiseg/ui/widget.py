@@ -46,12 +46,14 @@ from .layers import (
     upsert_layer,
     volume_from_layer,
 )
+from .project_panel import ProjectPanel
 from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
 from .training_process import TrainingJob, TrainingProcess, VolumePredicted, background_threads
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
 DEFAULT_STRATEGY = "registration_supervised"
+CHECKPOINT_SECONDS = 20.0  # a killed training process loses at most this much work
 
 
 class SemisegWidget(QWidget):
@@ -65,6 +67,7 @@ class SemisegWidget(QWidget):
         self.last_model: str | None = None
         self.prediction: np.ndarray | None = None
         self._job_axis = 0
+        self.checkpoint_seconds = CHECKPOINT_SECONDS
         self._watched_layers: set[int] = set()
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -76,6 +79,8 @@ class SemisegWidget(QWidget):
     # ----- construction -------------------------------------------------------------
     def _build(self) -> None:
         layout = QVBoxLayout(self)
+        self.project_panel = ProjectPanel(self)
+        layout.addWidget(self.project_panel)
         layout.addWidget(self._data_box())
         layout.addWidget(self._training_box())
         layout.addWidget(self._review_box())
@@ -264,6 +269,7 @@ class SemisegWidget(QWidget):
             iterations=int(budget) if by_iterations else None,
             device=self.device_combo.currentText(),
             threads=background_threads(),
+            checkpoint_seconds=self.checkpoint_seconds,
         )
 
     def start_training(self) -> bool:
@@ -351,6 +357,7 @@ class SemisegWidget(QWidget):
             log.error("training failed: %s\n%s", event.message, event.details)
             self._say(f"Training failed: {event.message}")
             show_error(f"Training failed: {event.message}")
+        self.project_panel.on_training_event(event)
 
     def _show_preview(self, event: PreviewReady) -> None:
         image = self.image_layer
@@ -439,6 +446,7 @@ class SemisegWidget(QWidget):
         self.status_label.setText(message)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.project_panel.save_now()
         if self.process is not None and self.process.running:
             self.process.kill()
         super().closeEvent(event)

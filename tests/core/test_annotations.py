@@ -58,28 +58,8 @@ def test_scribble_mode_needs_a_background_label():
         AnnotationScheme(AnnotationMode.SCRIBBLES, 0, None)
 
 
-@pytest.mark.parametrize(
-    "labels, scheme, message",
-    [
-        (np.zeros((3, 4, 4), np.uint8), AnnotationScheme(), "Nothing is annotated yet"),
-        (np.ones((3, 4, 4), np.uint8), AnnotationScheme(), "No background is annotated"),
-        (np.full((3, 4, 4), 9, np.uint8), AnnotationScheme(AnnotationMode.SCRIBBLES, 0, 9), "Only background"),
-        (np.pad(np.ones((1, 2, 2), np.uint8), 1), AnnotationScheme(AnnotationMode.SCRIBBLES, 0, 9),
-         "paint some background with label 9"),
-    ],
-)
-def test_untrainable_annotations_say_what_to_paint(labels, scheme, message):
-    with pytest.raises(AnnotationError, match=message):
-        check_trainable([labels], scheme)
-
-
-def test_label_arrays_that_do_not_fit_the_image_are_refused():
-    with pytest.raises(AnnotationError, match="shape"):
-        check_label_array(np.zeros((2, 3, 4)), (2, 3, 5))
-    with pytest.raises(AnnotationError, match="negative"):
-        check_label_array(np.full((2, 3, 4), -1, np.int16), (2, 3, 4))
-    with pytest.raises(AnnotationError, match="whole numbers"):
-        check_label_array(np.full((2, 3, 4), 0.5), (2, 3, 4))
+def test_float_labels_holding_whole_numbers_are_accepted():
+    """Refusals of labels that do not fit are in tests/core/test_bad_input.py."""
     check_label_array(np.full((2, 3, 4), 2.0), (2, 3, 4))
 
 

@@ -6,6 +6,7 @@ and a file that carries pickled code is refused instead of executed.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 
 from ... import __version__
+
+log = logging.getLogger(__name__)
 
 FORMAT = "napari-semiseg-model"
 FORMAT_VERSION = 1
@@ -70,7 +73,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             "Use an earlier checkpoint of the same run, or train again."
         ) from None
     _check_format(content, path)
+    note = version_note(content, path)
+    if note:
+        log.warning(note)
+        content["version_note"] = note
     return content
+
+
+def version_note(content: dict, path: Path) -> str | None:
+    """A warning when a usable checkpoint was written by another package version."""
+    written_by = content.get("package_version")
+    if written_by == __version__:
+        return None
+    return (f"'{path.name}' was written by napari-semiseg {written_by or 'of unknown version'} and this is "
+            f"{__version__}; the model format is the same, so it loads, but retrain if predictions look wrong.")
 
 
 def _check_format(content: object, path: Path) -> None:

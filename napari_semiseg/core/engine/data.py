@@ -116,6 +116,19 @@ class BatchSampler:
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
 
+    @property
+    def batch_size(self) -> int:
+        return self.annotated_per_batch + self.unannotated_per_batch
+
+    def shrink_batch(self) -> bool:
+        """Halve the batch (keeping one slice of each kind); False when it cannot shrink."""
+        if self.batch_size <= 2:
+            return False
+        self.annotated_per_batch = max(1, self.annotated_per_batch // 2)
+        if self.unannotated_per_batch:
+            self.unannotated_per_batch = max(1, self.unannotated_per_batch // 2)
+        return True
+
     def sample(self) -> Batch:
         chosen = list(self.rng.choice(self.slices.annotated, self.annotated_per_batch))
         if self.unannotated_per_batch:

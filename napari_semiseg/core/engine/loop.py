@@ -20,6 +20,7 @@ from ..annotations import IGNORE, AnnotationScheme, check_label_array, check_tra
 from ..config import TrainConfig
 from ..device import resolve_device, set_threads, tune_cpu_allocator
 from ..events import CheckpointSaved, PreviewReady, StepCompleted, TrainingFinished, TrainingStarted
+from ..memory import OutOfMemory, is_out_of_memory, release_memory, voxels_that_fit
 from ..metrics import dice, mean_ignoring_absent
 from ..model import TrainedModel
 from ..predict import predict_slices
@@ -150,7 +151,7 @@ def train(
             reason = "stopped"
             break
         progress = budget.progress(iteration - start_iteration)
-        losses = run.step(sampler.sample(), progress)
+        losses = _step_within_memory(run, sampler, progress)
         iteration += 1
         now = time.perf_counter()
         if now - last_step_event >= STEP_EVENT_SECONDS or budget.done(iteration - start_iteration):
@@ -169,6 +170,27 @@ def train(
     member_dice = run.member_dice_on_painted(slices)
     model_path = run.save("model.pt", iteration, member_dice)
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
+
+
+def _step_within_memory(run: "_Run", sampler: BatchSampler, progress: float) -> dict[str, float]:
+    """One step; out of memory halves the batch, and below two slices refuses with what fits."""
+    while True:
+        try:
+            return run.step(sampler.sample(), progress)
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            run.optimizer.zero_grad(set_to_none=True)
+            release_memory(run.device)
+            if not sampler.shrink_batch():
+                voxels = sum(int(np.prod(v.shape)) for v in run.data.volumes)
+                raise OutOfMemory(
+                    f"Out of memory while training, even with {sampler.batch_size} slices of {sampler.patch_size}x"
+                    f"{sampler.patch_size} pixels per step. Lower the patch size or crop the volume: about "
+                    f"{voxels_that_fit(run.device):,} voxels of training data fit in the memory free now, "
+                    f"and these volumes have {voxels:,}."
+                ) from None
+            log.warning("out of memory: continuing with %d slices per step", sampler.batch_size)
 
 
 def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int, pseudo=None):

@@ -1,0 +1,143 @@
+"""Command-line ``project`` subcommands and the ``--project`` option of ``train`` and ``predict``.
+
+``napari-semiseg project init DIR IMAGE... [--labels LABEL...] [--classes 1=name ...]`` makes a
+project folder, ``project show DIR`` describes it, ``project relink DIR NAME PATH`` points a
+volume at a moved image. ``train --project DIR`` trains on the project's volumes and saved
+annotations into ``DIR/runs/<time>/``; ``predict --project DIR`` uses the project's newest model
+and volumes and writes into ``DIR/predictions/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .core.annotations import AnnotationError, AnnotationMode, AnnotationScheme, annotated_slices, check_label_classes
+from .core.project import Project, ProjectError
+from .core.volume import Volume, check_same_grid, read_volume
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``project init``, ``project show`` and ``project relink``."""
+    project = subparsers.add_parser("project", help="create or inspect a project folder")
+    actions = project.add_subparsers(dest="project_command", required=True)
+    init = actions.add_parser("init", help="make a project folder referring to images (they are not copied)")
+    init.add_argument("folder")
+    init.add_argument("images", nargs="*", metavar="IMAGE")
+    init.add_argument("--labels", nargs="+", default=[], metavar="LABEL",
+                      help="existing annotations, paired with the first images in order")
+    init.add_argument("--classes", nargs="+", default=[], metavar="VALUE=NAME", help="for example 1=ventricle")
+    init.add_argument("--scribbles", action="store_true", help="only painted voxels are known")
+    init.add_argument("--background-label", type=int, help="label value painted as background (scribbles)")
+    init.add_argument("--axis", type=int, default=0, choices=[0, 1, 2], help="annotation axis (0 = z)")
+    init.set_defaults(handler=run_project_init)
+    show = actions.add_parser("show", help="list a project's volumes, annotations and models")
+    show.add_argument("folder")
+    show.set_defaults(handler=run_project_show)
+    relink = actions.add_parser("relink", help="point a volume at its image's new location (same content)")
+    relink.add_argument("folder")
+    relink.add_argument("name")
+    relink.add_argument("path")
+    relink.set_defaults(handler=run_project_relink)
+
+
+def parse_classes(items: list[str]) -> dict[int, str]:
+    classes = {}
+    for item in items:
+        value, _, name = item.partition("=")
+        if not value.strip().isdigit() or not name.strip() or int(value) == 0:
+            raise ProjectError(f"'{item}' is not VALUE=NAME with a label value above 0 (for example 1=ventricle).")
+        classes[int(value)] = name.strip()
+    return classes
+
+
+def run_project_init(args: argparse.Namespace) -> int:
+    if len(args.labels) > len(args.images):
+        raise ProjectError(f"{len(args.labels)} label files for {len(args.images)} images: at most one per image.")
+    mode = AnnotationMode.SCRIBBLES if args.scribbles else AnnotationMode.SLICES
+    scheme = AnnotationScheme(mode, args.axis, args.background_label)
+    classes = parse_classes(args.classes)
+    labels = [_checked_labels(image, label, classes, scheme) for image, label in zip(args.images, args.labels)]
+    project = Project.create(args.folder, args.images, classes, scheme)
+    for entry, array in zip(project.volumes, labels):
+        project.save_annotations(entry.name, array)
+    print(project.describe())
+    return 0
+
+
+def _checked_labels(image_path: str, labels_path: str, classes: dict[int, str], scheme: AnnotationScheme):
+    image, labels = read_volume(image_path), read_volume(labels_path)
+    check_same_grid(image, labels)
+    if labels.array.dtype.kind not in "biu":
+        raise AnnotationError(f"The labels '{labels.name}' hold {labels.array.dtype} values; label values must be "
+                              "whole numbers.")
+    if labels.array.size and labels.array.min() < 0:
+        raise AnnotationError(f"The labels '{labels.name}' contain negative values; labels must be 0 or positive.")
+    if classes:
+        check_label_classes(labels.array, classes, scheme, name=f"labels '{labels.name}'")
+    return labels.array
+
+
+def run_project_show(args: argparse.Namespace) -> int:
+    project = Project.open(args.folder)
+    print(project.describe())
+    problems = []
+    for name in project.volume_names:
+        try:
+            project.check_source(name)
+        except ProjectError as error:
+            problems.append(str(error))
+    for note in project.recovery_notes + problems:
+        sys.stderr.write(note + "\n")
+    return 2 if problems else 0
+
+
+def run_project_relink(args: argparse.Namespace) -> int:
+    project = Project.open(args.folder)
+    project.relink(args.name, args.path)
+    print(f"{args.name}: now read from {project.source_path(args.name)}")
+    return 0
+
+
+# ----- train / predict --project --------------------------------------------------------------
+
+
+def training_inputs(project: Project) -> tuple[list[Volume], list, AnnotationScheme]:
+    """The project's volumes, their saved annotations (None where none) and scheme."""
+    volumes, labels = [], []
+    for name in project.volume_names:
+        volumes.append(project.read_volume(name))
+        saved = project.load_annotations(name)
+        if saved is not None and saved.note:
+            sys.stderr.write(saved.note + "\n")
+        if saved is not None and project.classes:
+            check_label_classes(saved.labels, project.classes, project.scheme, name=f"annotations of '{name}'")
+        labels.append(saved.labels if saved is not None else None)
+    if not volumes:
+        raise ProjectError(f"The project '{project.folder}' has no volumes yet; add images with `project init`.")
+    return volumes, labels, project.scheme
+
+
+def annotated_slice_count(labels: list, scheme: AnnotationScheme) -> int:
+    return sum(len(annotated_slices(array, scheme.axis)) for array in labels if array is not None)
+
+
+def resume_path(project: Project, resume: str | None) -> str | None:
+    """``--resume last`` in a project: its newest model or checkpoint (also of an interrupted run)."""
+    if resume != "last":
+        return resume
+    latest = project.latest_resumable()
+    if latest is None:
+        raise ProjectError(f"The project '{project.folder}' has no model to resume from yet; train without --resume.")
+    return str(latest)
+
+
+def prediction_inputs(project: Project, model: str | None) -> tuple[str, list[Volume], Path]:
+    """The model (given, else the project's newest), the project's volumes and its predictions folder."""
+    if model is None:
+        latest = project.latest_model() or project.latest_resumable()
+        if latest is None:
+            raise ProjectError(f"The project '{project.folder}' has no trained model yet; train first.")
+        model = str(latest)
+    return model, [project.read_volume(name) for name in project.volume_names], project.predictions_dir

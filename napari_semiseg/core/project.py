@@ -1,0 +1,532 @@
+"""A project folder: the images it refers to, the annotations, models and outputs made from them.
+
+Layout (everything but the source images lives inside the folder)::
+
+    project.json                 manifest: volumes (path + content hash), classes, annotation scheme, runs
+    annotations/<name>.npz       the labels painted on each volume (compressed); <name>.previous.npz
+                                 is the save before it
+    runs/<timestamp>/model.pt    trained models (checkpoint.pt while a run is going)
+    registration-cache/          registration transforms and scores, reused between runs
+    predictions/  provenance/    what the models and registration produced
+
+Every file is written under a temporary name, flushed to disk and renamed into place, so a
+crash leaves either the old file or the new one, never half of one. Source images are read,
+never written.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .annotations import AnnotationScheme
+from .volume import Volume, read_volume
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "project.json"
+FORMAT = "napari-semiseg-project"
+FORMAT_VERSION = 1
+ANNOTATIONS_DIR = "annotations"
+RUNS_DIR = "runs"
+REGISTRATION_CACHE_DIR = "registration-cache"
+PREDICTIONS_DIR = "predictions"
+PROVENANCE_DIR = "provenance"
+_HASH_CHUNK = 1 << 20
+
+
+class ProjectError(ValueError):
+    """A project folder that cannot be opened or saved; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class VolumeEntry:
+    """One source volume: where it is, what it contained when added, where its labels go."""
+
+    name: str
+    path: str
+    sha256: str
+    shape: tuple[int, int, int]
+    annotations: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "shape": list(self.shape),
+                "annotations": self.annotations}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VolumeEntry":
+        return cls(str(data["name"]), str(data["path"]), str(data["sha256"]), tuple(int(s) for s in data["shape"]),
+                   str(data["annotations"]))
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """A trained model kept in the project."""
+
+    path: str
+    created: str
+    strategy: str
+    annotated_slices: int
+    iteration: int
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "created": self.created, "strategy": self.strategy,
+                "annotated_slices": self.annotated_slices, "iteration": self.iteration}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunEntry":
+        return cls(str(data["path"]), str(data.get("created", "")), str(data.get("strategy", "")),
+                   int(data.get("annotated_slices", 0)), int(data.get("iteration", 0)))
+
+
+@dataclass(frozen=True)
+class LoadedAnnotations:
+    """Labels read back from the project; ``note`` says when a backup had to be used."""
+
+    labels: np.ndarray
+    saved_at: float
+    note: str | None = None
+
+
+# ----- hashing and atomic files ---------------------------------------------------------------
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, or of every file in a folder (a DICOM series) by name."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_durably(path: Path, write, keep_previous: Path | None = None) -> None:
+    """Write ``path`` through ``write(handle)`` atomically, keeping the old file as ``keep_previous``.
+
+    The old file is hard-linked to its backup name before the new one is renamed over it, so
+    at every moment at least one complete copy exists under a name the loader looks for.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if keep_previous is not None and path.exists():
+            _replace_with_link(path, keep_previous)
+        os.replace(temporary, path)
+        _sync_folder(path.parent)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _replace_with_link(source: Path, target: Path) -> None:
+    staging = target.with_name(f".tmp-link-{os.getpid()}-{target.name}")
+    if staging.exists():
+        staging.unlink()
+    try:
+        os.link(source, staging)
+    except OSError:  # file systems without hard links: a copy does the same job
+        staging.write_bytes(source.read_bytes())
+    os.replace(staging, target)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _save_failure(what: str, folder: Path, error: OSError) -> ProjectError:
+    """A message for a failed save that says why and what to do."""
+    if error.errno == errno.ENOSPC:
+        reason = "the disk is full"
+        action = "Free some disk space; the next autosave will then succeed."
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"the project folder '{folder}' is read-only"
+        action = "Copy the project to a folder you can write to and open it from there."
+    else:
+        reason = error.strerror or str(error)
+        action = "Check the disk and try again."
+    return ProjectError(f"Could not save {what}: {reason}. The previous save is untouched. {action}")
+
+
+# ----- the project -----------------------------------------------------------------------------
+
+
+class Project:
+    """A project folder and its manifest. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = folder
+        self.volumes = [VolumeEntry.from_dict(v) for v in manifest.get("volumes", [])]
+        self.classes = {int(value): str(name) for value, name in (manifest.get("classes") or {}).items()}
+        self.scheme = AnnotationScheme.from_dict(manifest.get("annotation") or AnnotationScheme().to_dict())
+        self.runs = [RunEntry.from_dict(r) for r in manifest.get("runs", [])]
+        self.created = str(manifest.get("created", ""))
+        self.recovery_notes: list[str] = []
+
+    # --- creating and opening
+    @classmethod
+    def create(cls, folder: str | os.PathLike, images: list[str | os.PathLike] = (),
+               classes: dict[int, str] | None = None, scheme: AnnotationScheme | None = None) -> "Project":
+        """Make a new project folder (or an empty existing one) referring to ``images``."""
+        folder = Path(folder).absolute()
+        if (folder / MANIFEST).exists():
+            raise ProjectError(f"'{folder}' already holds a project. Open it instead.")
+        if folder.exists() and not folder.is_dir():
+            raise ProjectError(f"'{folder}' is a file; choose a folder for the project.")
+        manifest = {"classes": {str(k): v for k, v in (classes or {}).items()},
+                    "annotation": (scheme or AnnotationScheme()).to_dict(), "created": _now_iso()}
+        project = cls(folder, manifest)
+        try:
+            for sub in (ANNOTATIONS_DIR, RUNS_DIR, REGISTRATION_CACHE_DIR, PREDICTIONS_DIR, PROVENANCE_DIR):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _save_failure("the new project", folder, error) from None
+        for image in images:
+            project.add_volume(image, save=False)
+        project.save_manifest()
+        return project
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "Project":
+        """Open a project folder, checking its manifest; see :meth:`check_sources` for the images."""
+        folder = Path(folder).absolute()
+        if folder.name == MANIFEST:
+            folder = folder.parent
+        manifest_path = folder / MANIFEST
+        if not manifest_path.exists():
+            raise ProjectError(f"'{folder}' is not a napari-semiseg project (no {MANIFEST}). "
+                               "Create one with `napari-semiseg project init`.")
+        manifest, note = _read_manifest(manifest_path)
+        project = cls(folder, manifest)
+        project._check_owned_paths()
+        if note:
+            project.recovery_notes.append(note)
+        return project
+
+    def _check_owned_paths(self) -> None:
+        owned = [("annotations of " + v.name, v.annotations) for v in self.volumes]
+        owned += [("model " + r.path, r.path) for r in self.runs]
+        for what, relative in owned:
+            self.owned_path(relative, what)
+
+    def owned_path(self, relative: str, what: str = "a file") -> Path:
+        """Resolve a path the project owns; refuse one that leaves the folder."""
+        candidate = Path(relative)
+        resolved = (candidate if candidate.is_absolute() else self.folder / candidate).resolve()
+        if not resolved.is_relative_to(self.folder.resolve()):
+            raise ProjectError(
+                f"The project manifest points outside its folder for {what} ('{relative}'). Project files must "
+                f"stay inside '{self.folder}'; the manifest may have been edited or copied from elsewhere."
+            )
+        return resolved
+
+    @property
+    def read_only(self) -> bool:
+        return not os.access(self.folder, os.W_OK)
+
+    # --- manifest
+    def to_manifest(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "created": self.created,
+            "volumes": [v.to_dict() for v in self.volumes],
+            "classes": {str(k): v for k, v in sorted(self.classes.items())},
+            "annotation": self.scheme.to_dict(),
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    def save_manifest(self) -> None:
+        text = json.dumps(self.to_manifest(), indent=2).encode()
+        try:
+            _write_durably(self.folder / MANIFEST, lambda s: s.write(text), self.folder / (MANIFEST + ".previous"))
+        except OSError as error:
+            raise _save_failure("the project manifest", self.folder, error) from None
+
+    def set_scheme(self, scheme: AnnotationScheme) -> None:
+        if scheme != self.scheme:
+            self.scheme = scheme
+            self.save_manifest()
+
+    def set_classes(self, classes: dict[int, str]) -> None:
+        self.classes = {int(k): str(v) for k, v in classes.items()}
+        self.save_manifest()
+
+    # --- volumes
+    def add_volume(self, path: str | os.PathLike, save: bool = True) -> VolumeEntry:
+        """Refer to a source image (read to check it, hashed, never modified)."""
+        source = Path(path).absolute()
+        volume = read_volume(source)
+        name = _unique(_safe_name(volume.name), {v.name for v in self.volumes})
+        stored = os.path.relpath(source, self.folder) if source.is_relative_to(self.folder) else str(source)
+        entry = VolumeEntry(name, stored, content_hash(source), volume.shape, f"{ANNOTATIONS_DIR}/{name}.npz")
+        self.volumes.append(entry)
+        if save:
+            self.save_manifest()
+        return entry
+
+    def entry(self, name: str) -> VolumeEntry:
+        for volume in self.volumes:
+            if volume.name == name:
+                return volume
+        raise ProjectError(f"The project has no volume '{name}'; it has {', '.join(self.volume_names) or 'none'}.")
+
+    @property
+    def volume_names(self) -> list[str]:
+        return [v.name for v in self.volumes]
+
+    def source_path(self, name: str) -> Path:
+        path = Path(self.entry(name).path)
+        return path if path.is_absolute() else (self.folder / path)
+
+    def check_source(self, name: str) -> None:
+        """Refuse a source image that is missing or changed since it was added."""
+        entry = self.entry(name)
+        path = self.source_path(name)
+        if not path.exists():
+            raise ProjectError(
+                f"The image of '{name}' is missing: the project expects it at '{path}'. Put it back there "
+                "(or relink it to where it is now with `napari-semiseg project relink`)."
+            )
+        if content_hash(path) != entry.sha256:
+            raise ProjectError(
+                f"The image of '{name}' at '{path}' changed since it was added to the project (its content "
+                "hash differs), so the annotations may no longer line up with it. Restore the original file."
+            )
+
+    def read_volume(self, name: str) -> Volume:
+        """Read a source image after checking it is the one the annotations were painted on."""
+        self.check_source(name)
+        volume = read_volume(self.source_path(name))
+        volume.name = name
+        return volume
+
+    def relink(self, name: str, new_path: str | os.PathLike) -> None:
+        """Point a volume at a moved copy of its image (same content hash)."""
+        entry = self.entry(name)
+        source = Path(new_path).absolute()
+        if not source.exists() or content_hash(source) != entry.sha256:
+            raise ProjectError(f"'{source}' is not the image '{name}' was painted on (different content).")
+        stored = os.path.relpath(source, self.folder) if source.is_relative_to(self.folder) else str(source)
+        self.volumes[self.volumes.index(entry)] = VolumeEntry(name, stored, entry.sha256, entry.shape,
+                                                              entry.annotations)
+        self.save_manifest()
+
+    # --- annotations
+    def annotations_path(self, name: str) -> Path:
+        entry = self.entry(name)
+        return self.owned_path(entry.annotations, f"annotations of {name}")
+
+    @staticmethod
+    def previous_path(path: Path) -> Path:
+        return path.with_name(path.name[: -len(".npz")] + ".previous.npz")
+
+    def save_annotations(self, name: str, labels: np.ndarray) -> Path:
+        """Save labels atomically; the save before this one is kept as ``<name>.previous.npz``.
+
+        Raises:
+            ProjectError: the shape does not fit the volume, or the disk refused (full,
+                read-only); the files on disk are then unchanged.
+        """
+        entry = self.entry(name)
+        labels = np.asarray(labels)
+        if labels.shape != entry.shape:
+            raise ProjectError(f"Labels of shape {labels.shape} do not fit '{name}' of shape {entry.shape}.")
+        path = self.annotations_path(name)
+        try:
+            _write_durably(path, lambda stream: _write_npz(stream, labels), self.previous_path(path))
+        except OSError as error:
+            raise _save_failure(f"the annotations of '{name}'", self.folder, error) from None
+        return path
+
+    def load_annotations(self, name: str) -> LoadedAnnotations | None:
+        """The last saved labels of ``name``, falling back to the previous save if the last is damaged.
+
+        A damaged file is renamed ``*.damaged-<time>.npz`` (kept for inspection, never overwritten).
+        Returns None when nothing was saved yet.
+
+        Raises:
+            ProjectError: every saved copy is unreadable.
+        """
+        entry = self.entry(name)
+        path = self.annotations_path(name)
+        previous = self.previous_path(path)
+        if not path.exists() and not previous.exists():
+            return None
+        problems = []
+        for candidate in (path, previous):
+            if not candidate.exists():
+                continue
+            try:
+                labels = _read_npz(candidate, entry.shape)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                problems.append(f"{candidate.name}: {error}")
+                continue
+            note = None
+            if candidate is previous:
+                note = (f"The last save of the annotations of '{name}' was damaged; restored the save before it "
+                        f"(from {time.strftime('%H:%M:%S', time.localtime(candidate.stat().st_mtime))}).")
+                self._set_aside(path)
+                log.warning(note)
+            return LoadedAnnotations(labels, candidate.stat().st_mtime, note)
+        raise ProjectError(f"The saved annotations of '{name}' are unreadable ({'; '.join(problems)}). "
+                           "Restore them from a backup of the project folder.")
+
+    def _set_aside(self, damaged: Path) -> None:
+        if damaged.exists():
+            aside = damaged.with_name(f"{damaged.name[:-4]}.damaged-{time.strftime('%Y%m%d-%H%M%S')}.npz")
+            try:
+                os.replace(damaged, aside)
+            except OSError:
+                log.warning("could not rename damaged %s", damaged)
+
+    # --- runs
+    @property
+    def runs_dir(self) -> Path:
+        return self.folder / RUNS_DIR
+
+    def new_run_dir(self) -> Path:
+        """A fresh ``runs/<timestamp>`` folder for a training run."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        candidate, suffix = self.runs_dir / stamp, 1
+        while candidate.exists():
+            suffix += 1
+            candidate = self.runs_dir / f"{stamp}-{suffix}"
+        return candidate
+
+    def record_run(self, model_path: str | os.PathLike, strategy: str, annotated_slices: int,
+                   iteration: int) -> RunEntry:
+        """List a trained model in the manifest."""
+        path = Path(model_path).absolute()
+        relative = os.path.relpath(path, self.folder)
+        self.owned_path(relative, "a model")
+        run = RunEntry(relative, _now_iso(), strategy, int(annotated_slices), int(iteration))
+        self.runs.append(run)
+        self.save_manifest()
+        return run
+
+    def latest_model(self) -> Path | None:
+        """The most recent model listed in the manifest that is still on disk."""
+        for run in reversed(self.runs):
+            path = self.owned_path(run.path, "a model")
+            if path.exists():
+                return path
+        return None
+
+    def latest_resumable(self) -> Path | None:
+        """The newest model or periodic checkpoint under ``runs/`` (also of interrupted runs)."""
+        candidates = [p for name in ("model.pt", "checkpoint.pt") for p in self.runs_dir.glob(f"*/{name}")]
+        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+    # --- other folders
+    @property
+    def registration_cache_dir(self) -> Path:
+        return self.folder / REGISTRATION_CACHE_DIR
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.folder / PREDICTIONS_DIR
+
+    @property
+    def provenance_dir(self) -> Path:
+        return self.folder / PROVENANCE_DIR
+
+    def describe(self) -> str:
+        """A few lines for ``napari-semiseg project show``."""
+        lines = [f"project {self.folder}",
+                 f"annotation: {self.scheme.mode.value} along axis {self.scheme.axis}",
+                 "classes: " + (", ".join(f"{k} {v}" for k, v in sorted(self.classes.items())) or "not named")]
+        for volume in self.volumes:
+            saved = self.annotations_path(volume.name)
+            state = time.strftime("saved %Y-%m-%d %H:%M:%S", time.localtime(saved.stat().st_mtime)) \
+                if saved.exists() else "no annotations yet"
+            lines.append(f"volume {volume.name}: {volume.path} {tuple(volume.shape)}, {state}")
+        for run in self.runs:
+            lines.append(f"model {run.path}: {run.strategy}, {run.iteration} iterations, "
+                         f"{run.annotated_slices} annotated slices, {run.created}")
+        return "\n".join(lines)
+
+
+def _read_manifest(path: Path) -> tuple[dict, str | None]:
+    previous = path.with_name(MANIFEST + ".previous")
+    try:
+        return _parse_manifest(path), None
+    except json.JSONDecodeError as error:
+        if previous.exists():
+            manifest = _parse_manifest(previous)
+            note = f"{MANIFEST} was damaged ({error}); opened the previous copy of the manifest."
+            log.warning(note)
+            return manifest, note
+        raise ProjectError(f"{path} is damaged ({error}) and there is no previous copy to restore.") from None
+
+
+def _parse_manifest(path: Path) -> dict:
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ProjectError(f"'{path}' is not a napari-semiseg project manifest.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ProjectError(
+            f"This project was saved by a newer napari-semiseg ({manifest.get('package_version', '?')}, project "
+            f"format {version}); this is {__version__}, which reads format {FORMAT_VERSION}. Update napari-semiseg "
+            "to open it (pip install -U napari-semiseg)."
+        )
+    return manifest
+
+
+def _write_npz(stream, labels: np.ndarray) -> None:
+    np.savez_compressed(stream, labels=labels)
+
+
+def _read_npz(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as content:
+        labels = np.array(content["labels"])
+    if labels.shape != tuple(shape):
+        raise ValueError(f"holds shape {labels.shape}, the volume has {tuple(shape)}")
+    return labels
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "volume"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, suffix = name, 1
+    while candidate in taken:
+        suffix += 1
+        candidate = f"{name}-{suffix}"
+    return candidate

@@ -1,0 +1,134 @@
+"""Projects in the widget: create, autosave, reopen, survive a killed training process, export."""
+
+import errno
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from napari_semiseg.core import project as project_module
+from napari_semiseg.core.autosave import AutosaveClock
+from napari_semiseg.core.phantoms import paint_slices, ring_phantom
+from napari_semiseg.core.project import Project
+from napari_semiseg.core.volume import Geometry, read_volume
+from napari_semiseg.ui.widget import SemisegWidget
+
+TRAINING_TIMEOUT_MS = 180_000
+GEOMETRY = Geometry(spacing=(3.0, 0.8, 0.8), origin=(10.0, -5.0, 2.0))
+
+
+@pytest.fixture
+def scene(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    volume, truth = ring_phantom((8, 48, 48), seed=2, spacing=GEOMETRY.spacing)
+    viewer.add_image(volume.array, name="image", scale=GEOMETRY.spacing, translate=GEOMETRY.origin)
+    labels = viewer.add_labels(paint_slices(truth, [1, 4, 6]), name="annotations", scale=GEOMETRY.spacing,
+                               translate=GEOMETRY.origin)
+    widget = SemisegWidget(viewer, runs_dir=tmp_path / "elsewhere")
+    widget.project_panel.clock = AutosaveClock(quiet_seconds=0.3, max_unsaved_seconds=2.0)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.setCurrentText("image")
+    widget.labels_combo.setCurrentText("annotations")
+    return viewer, widget, labels, truth
+
+
+def _paint(labels, z, value=2):
+    index = (np.full(5, z), np.arange(10, 15), np.full(5, 20))
+    labels.data_setitem(index, value)
+
+
+def test_a_project_autosaves_edits_and_reopening_restores_the_session(scene, qtbot, tmp_path, make_napari_viewer):
+    viewer, widget, labels, truth = scene
+    panel = widget.project_panel
+    project = panel.create_project(tmp_path / "proj")
+    assert project is not None and widget.runs_dir == project.runs_dir
+    assert np.array_equal(project.load_annotations("image").labels, labels.data)
+    assert read_volume(project.source_path("image")).geometry.matches(GEOMETRY)
+
+    _paint(labels, 3)
+    assert panel.saved_label.text() == "unsaved changes"
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, labels.data)
+
+    viewer.dims.order = (1, 0, 2)  # annotate along y from now on
+    _paint(labels, 5)
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    edited = labels.data.copy()
+
+    other_viewer = make_napari_viewer()
+    other = SemisegWidget(other_viewer, runs_dir=tmp_path / "unused")
+    assert other.project_panel.open_project(project.folder) is not None
+    image, restored = other_viewer.layers["image"], other_viewer.layers["image annotations"]
+    assert np.array_equal(restored.data, edited)
+    np.testing.assert_allclose(image.scale, GEOMETRY.spacing)
+    np.testing.assert_allclose(restored.translate, GEOMETRY.origin)
+    assert other.labels_combo.currentText() == "image annotations"
+    assert other.scheme().axis == 1
+    assert other.runs_dir == project.runs_dir
+
+
+def test_sigkill_of_training_is_reported_and_the_next_run_resumes_from_the_checkpoint(scene, qtbot, tmp_path):
+    viewer, widget, labels, truth = scene
+    panel = widget.project_panel
+    project = panel.create_project(tmp_path / "proj")
+    widget.checkpoint_seconds = 0.5
+    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData("supervised"))
+    widget.budget_unit.setCurrentText("minutes")
+    widget.budget_spin.setValue(10)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: panel.last_checkpoint is not None, timeout=TRAINING_TIMEOUT_MS)
+    os.kill(widget.process.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not widget.process.running, timeout=15_000)
+    text = widget.status_label.text()
+    assert "ended unexpectedly" in text and "resume from the checkpoint at iteration" in text
+    reached = panel.last_checkpoint.iteration
+
+    _paint(labels, 2)  # the viewer still works, and the edit is saved
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    assert np.array_equal(project.load_annotations("image").labels, labels.data)
+
+    assert widget.continue_check.isChecked()
+    widget.budget_unit.setCurrentText("iterations")
+    widget.budget_spin.setValue(3)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
+    assert f"after {reached + 3} iterations" in widget.status_label.text(), widget.status_label.text()
+    assert Project.open(project.folder).runs[-1].iteration == reached + 3
+
+
+def test_a_full_disk_is_shown_and_the_last_save_still_loads(scene, qtbot, tmp_path, monkeypatch):
+    viewer, widget, labels, truth = scene
+    panel = widget.project_panel
+    project = panel.create_project(tmp_path / "proj")
+    saved = labels.data.copy()
+
+    def disk_full(stream, array):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(project_module, "_write_npz", disk_full)
+    _paint(labels, 0)
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("not saved"), timeout=5_000)
+    assert "the disk is full" in panel.saved_label.text() and "Free some disk space" in panel.saved_label.text()
+    assert np.array_equal(project.load_annotations("image").labels, saved)
+    monkeypatch.undo()
+    assert panel.save_now() and np.array_equal(project.load_annotations("image").labels, labels.data)
+
+
+def test_export_all_writes_labels_certainty_and_provenance_in_the_source_geometry(scene, tmp_path):
+    viewer, widget, labels, truth = scene
+    certainty = np.random.default_rng(0).random(truth.shape).astype(np.float32)
+    viewer.add_image(certainty, name="certainty", scale=GEOMETRY.spacing, translate=GEOMETRY.origin)
+    provenance = (labels.data > 0).astype(np.uint8)
+    viewer.add_labels(provenance, name="provenance", scale=GEOMETRY.spacing, translate=GEOMETRY.origin,
+                      metadata={"provenance": {"values": {"1": "painted"}}})
+    files = widget.project_panel.export_all(tmp_path / "out")
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz",
+                                       "annotations_provenance.nii.gz", "annotations_provenance.json"]
+    for name, expected in (("seg", labels.data), ("certainty", certainty), ("provenance", provenance)):
+        back = read_volume(tmp_path / "out" / f"annotations_{name}.nii.gz")
+        assert back.geometry.matches(GEOMETRY)
+        np.testing.assert_array_equal(back.array, expected)
+    assert json.loads(files[-1].read_text())["values"] == {"1": "painted"}
+    assert "Exported and verified" in widget.status_label.text()
