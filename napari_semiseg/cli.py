@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from .cli_evaluate import add_parsers as add_evaluate_parsers
 from .cli_registration import add_parsers as add_registration_parsers
 
 log = logging.getLogger("napari_semiseg")
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and quit")
     demo.set_defaults(handler=run_demo)
     add_registration_parsers(commands)
+    add_evaluate_parsers(commands)
     return parser
 
 
