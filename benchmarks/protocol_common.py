@@ -39,11 +39,18 @@ def require(folder: Path) -> None:
 
 
 class ResultFile:
-    """A JSON list of result rows, rewritten atomically after every row so a long run can resume."""
+    """A JSON list of result rows, rewritten atomically after every row so a long run can resume.
+
+    Each write merges with what is on disk under a lock, so several processes (for example one per
+    half of the cases) can fill the same file.
+    """
 
     def __init__(self, path: Path, key_fields: tuple[str, ...]):
         self.path, self.key_fields = path, key_fields
-        self.rows: list[dict] = json.loads(path.read_text())["rows"] if path.exists() else []
+        self.rows: list[dict] = self._read()
+
+    def _read(self) -> list[dict]:
+        return json.loads(self.path.read_text())["rows"] if self.path.exists() else []
 
     def key(self, row: dict) -> tuple:
         return tuple(row[name] for name in self.key_fields)
@@ -53,12 +60,18 @@ class ResultFile:
         return any(self.key(row) == wanted for row in self.rows)
 
     def add(self, row: dict, meta: dict) -> None:
-        self.rows = [r for r in self.rows if self.key(r) != self.key(row)] + [row]
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".json.tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump({"meta": meta, "rows": self.rows}, stream, indent=1)
-        os.replace(temporary, self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = {self.key(r): r for r in self._read() + self.rows}
+            merged[self.key(row)] = row
+            self.rows = list(merged.values())
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".json.tmp")
+            with os.fdopen(handle, "w") as stream:
+                json.dump({"meta": meta, "rows": self.rows}, stream, indent=1)
+            os.replace(temporary, self.path)
 
 
 def score(prediction: np.ndarray, truth: np.ndarray, classes: dict[int, str], spacing=None,
