@@ -63,7 +63,7 @@ class ResultFile:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        with open(Path(tempfile.gettempdir()) / f"{self.path.stem}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             merged = {self.key(r): r for r in self._read() + self.rows}
             merged[self.key(row)] = row
