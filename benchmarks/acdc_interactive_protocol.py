@@ -111,12 +111,15 @@ def run_one(case: str, setting: str, method: str, args, workdir: Path) -> dict:
 
 
 def markdown(rows: list[dict], settings: list[str]) -> list[str]:
-    table = summary_header(ACDC_CLASSES, ["setting", "method"])
+    header, rule = summary_header(ACDC_CLASSES, ["setting", "method"])
+    table = [header + " s per volume |", rule + "---|"]
     for setting in settings:
         for method in METHODS:
             mine = [r for r in rows if r["setting"] == setting and r["method"] == method]
             if mine:
-                table.append("| " + " | ".join([setting, method, str(len(mine))] + summary_cells(mine, ACDC_CLASSES)) + " |")
+                seconds = np.mean([r.get("seconds", r.get("wall_seconds", np.nan)) for r in mine])
+                cells = [setting, method, str(len(mine))] + summary_cells(mine, ACDC_CLASSES) + [f"{seconds:.1f}"]
+                table.append("| " + " | ".join(cells) + " |")
     return table
 
 
@@ -160,8 +163,8 @@ def main() -> None:
     all_settings += ["scribbles"] if any(r["setting"] == "scribbles" for r in results.rows) else []
     notes = ["ACDC validation volumes (SSL4MIS split), one volume at a time. Scored on the slices that were "
              "not painted (scribbles: the whole volume). Dice: mean over volumes of the mean over present classes. "
-             f"HD95 and ASD in voxels (spacing lost in this copy): mean of finite per-class values, with the number "
-             f"of class-volume pairs missed on the unpainted slices (empty prediction: infinite distance). "
+             f"HD95 and ASD in voxels (spacing lost in this copy): mean of finite per-class values, and, as '(n inf)', "
+             f"the number of class-volume pairs missed or spurious on the unpainted slices (infinite distance). "
              f"NSD at {args.tolerance:g} voxels."]
     write_markdown(RESULTS / f"{args.name}.md", "ACDC interactive protocol", meta["command"], notes,
                    markdown(results.rows, all_settings))

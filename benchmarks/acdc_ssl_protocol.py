@@ -100,7 +100,7 @@ def table(rows: list[dict]) -> list[str]:
         per_class = " / ".join(f"{100 * summarise(class_values(volumes, 'dice', c))['mean']:.1f}" for c in ACDC_CLASSES)
         hd = summarise(class_values(volumes, "hd95"))
         hd_text = ("n/a" if math.isnan(hd["mean"]) else f"{hd['mean']:.2f}") + (
-            f" ({hd['infinite']} missed)" if hd["infinite"] else "")
+            f" ({hd['infinite']} inf)" if hd["infinite"] else "")
         lines.append(f"| {row['strategy']} | {row['labeled']} | {row['budget']} | {row['iterations']} | {mean:.1f} | "
                      f"{per_class} | {hd_text} | {_reference(row['strategy'], row['labeled'])} |")
     return lines
@@ -140,8 +140,8 @@ def main() -> None:
                 results.add(row, meta)
                 print("\n".join(table([row])[2:]), flush=True)
     notes = ["SSL4MIS split; N annotated patients (first N of labeled_order.txt, both frames), the other training "
-             "patients unannotated; scored on the 20 validation volumes, 3D per class, Dice in %, HD95 in voxels "
-             "(mean of finite per-class values; missed classes counted apart). Reference: docs/methods.md "
+             "patients unannotated; scored on the validation volumes (20 unless --val-limit), 3D per class, Dice in %, HD95 in voxels "
+             "(mean of finite per-class values; '(n inf)': class-volume pairs missed or spurious). Reference: docs/methods.md "
              "(GPU, 30k-40k iterations, slices resized to 256 x 256)."]
     write_markdown(RESULTS / f"{args.name}.md", "ACDC semi-supervised protocol", meta["command"], notes,
                    table(results.rows))

@@ -112,8 +112,8 @@ def main() -> None:
                     results.add(row, meta)
                     print("\n".join(table([row])[2:]), flush=True)
     notes = [f"Left atrium, 24 volumes, {args.folds} held-out folds; N annotated of the other volumes, the rest "
-             "unannotated. 3D scores per held-out volume; HD95 and ASD in mm (mean of finite values, missed "
-             f"volumes counted apart), NSD at {args.tolerance:g} mm."]
+             "unannotated. 3D scores per held-out volume; HD95 and ASD in mm (mean of finite values; '(n inf)': "
+             f"volumes missed or spurious), NSD at {args.tolerance:g} mm."]
     write_markdown(RESULTS / f"{args.name}.md", "Left-atrium protocol", meta["command"], notes, table(results.rows))
 
 

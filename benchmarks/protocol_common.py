@@ -128,13 +128,16 @@ def volume_mean_dice(row: dict) -> float:
 
 
 def summary_cells(rows: list[dict], classes: dict[int, str]) -> list[str]:
-    """Mean Dice over volumes, per-class Dice, HD95 and ASD (finite mean, count infinite), NSD."""
+    """Mean Dice over volumes, per-class Dice, HD95 and ASD (finite mean, count infinite), NSD.
+
+    An infinite distance is a class missed (or predicted where there is none) in a volume.
+    """
     cells = [_number(np.nanmean([volume_mean_dice(r) for r in rows]) if rows else math.nan)]
     for label in classes:
         cells.append(_number(summarise(class_values(rows, "dice", label))["mean"]))
     for metric in ("hd95", "asd"):
         summary = summarise(class_values(rows, metric))
-        infinite = f" ({summary['infinite']} missed)" if summary["infinite"] else ""
+        infinite = f" ({summary['infinite']} inf)" if summary["infinite"] else ""
         cells.append(_number(summary["mean"], 2) + infinite)
     cells.append(_number(summarise(class_values(rows, "nsd"))["mean"]))
     return cells
