@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from itk_interpolation import interpolate_in_subprocess
 from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, command_line, require, score, summary_cells,
                              summary_header, timed, train_and_predict, write_markdown)
 
@@ -50,14 +51,8 @@ def spread_slices(truth: np.ndarray, k: int) -> list[int]:
 
 
 def interpolate(sparse: np.ndarray) -> np.ndarray:
-    """ITK morphological contour interpolation between the painted slices (3D Slicer's method)."""
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(sparse.astype(np.uint8)))
-    interpolator = itk.MorphologicalContourInterpolator.New(image)
-    interpolator.SetAxis(2)  # ITK's (x, y, z): our slice axis 0
-    interpolator.Update()
-    return itk.array_from_image(interpolator.GetOutput()).astype(sparse.dtype)
+    """ITK morphological contour interpolation between the painted slices (see itk_interpolation.py)."""
+    return interpolate_in_subprocess(sparse, axis=0)
 
 
 def propagate(image, sparse: np.ndarray) -> np.ndarray:
