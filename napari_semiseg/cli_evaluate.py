@@ -42,8 +42,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--exclude-slices-from", nargs="+", metavar="PAINTED",
                           help="sparse label files, one per prediction: their painted slices are left out")
     evaluate.add_argument("--axis", type=int, default=0, choices=(0, 1, 2), help="slice axis of PAINTED (0 = z)")
-    evaluate.add_argument("--tolerance", type=float, default=2.0, help="surface-Dice tolerance (mm; default 2)")
-    evaluate.add_argument("--band-width", type=float, default=2.0, help="boundary-Dice band width (mm; default 2)")
+    evaluate.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="surface-Dice tolerance (mm; default 2)")
+    evaluate.add_argument("--band-width", type=float, default=2.0, metavar="MM", help="boundary-Dice band width (mm; default 2)")
     evaluate.add_argument("--voxel-units", action="store_true", help="ignore the spacing: distances in voxels")
     evaluate.add_argument("--json", metavar="OUT", help="write every score to this JSON file")
     evaluate.set_defaults(handler=run_evaluate)
