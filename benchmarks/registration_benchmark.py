@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import stats
 
-from napari_semiseg.core.registration import (AnnotatedVolume, RegistrationSettings, mean_dice, propagate_labels,
+from napari_semiseg.core.metrics import dice_per_class, mean_ignoring_absent
+from napari_semiseg.core.registration import (AnnotatedVolume, RegistrationSettings, propagate_labels,
                                               register_pair, register_to_sources, RegistrationFinished)
 from napari_semiseg.core.volume import Volume, read_volume
 
@@ -29,6 +30,11 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "resources" / "benchmarks"
 CLASSES = (1, 2, 3)
 log = logging.getLogger("registration_benchmark")
+
+
+def mean_dice(prediction: np.ndarray, truth: np.ndarray, classes: tuple[int, ...]) -> float:
+    """Mean Dice over the classes present in either (core.metrics: an absent class is NaN, not 1.0)."""
+    return mean_ignoring_absent(dice_per_class(prediction, truth, list(classes)).values())
 
 
 def acdc_case(patient: str) -> tuple[Volume, np.ndarray]:
@@ -168,7 +174,7 @@ def within_acdc(patients: list[str], ks: tuple[int, ...]) -> dict:
     summary = {}
     for k in ks:
         mine = [r for r in rows if r["k"] == k]
-        summary[str(k)] = {key: float(np.mean([r[key] for r in mine])) for key in
+        summary[str(k)] = {key: float(np.nanmean([r[key] for r in mine])) for key in
                            ("dice", "dice_unpainted", "seconds", "mci_dice", "mci_dice_unpainted") if key in mine[0]}
     rho = stats.spearmanr(slice_scores, slice_dice).statistic if len(slice_scores) > 2 else None
     return {"rows": rows, "summary": summary, "spearman_slice_score_vs_dice": None if rho is None else float(rho),

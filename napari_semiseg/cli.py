@@ -18,6 +18,7 @@ from typing import Sequence
 from . import cli_project
 
 from .cli_project import add_parsers as add_project_parsers
+from .cli_evaluate import add_parsers as add_evaluate_parsers
 from .cli_registration import add_parsers as add_registration_parsers
 
 log = logging.getLogger("napari_semiseg")
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=run_demo)
     add_registration_parsers(commands)
     add_project_parsers(commands)
+    add_evaluate_parsers(commands)
     return parser
 
 
