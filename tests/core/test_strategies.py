@@ -2,7 +2,7 @@
 
 Same phantom, seed, single thread and number of iterations (40 steps of 4 crops at 48²) for
 every strategy; Dice on the unpainted slices. Measured (2026-11-22): supervised 0.774, cct_r
-0.831, mcsc 0.825, mcsc_v2 0.799, mean_teacher 0.777. The cross-teaching presets with a
+0.826, mcsc 0.825, mcsc_v2 0.796, mean_teacher 0.777. The cross-teaching presets with a
 contrastive term beat supervised-only here and must keep doing so. The mean teacher only ties:
 in 40 steps its consistency weight reaches full strength at step 16 (sigmoid ramp over 40 %
 of the budget) and its student sees half as many painted crops as supervised-only, so it may

@@ -242,7 +242,7 @@ def test_sampling_per_class_stays_in_the_mask_without_repeats():
 def test_mcsc_v2_anchors_and_negatives_follow_rank_and_certainty():
     """Four pixels, three classes: the rules of methods.md section 4."""
     members = _members(MemberSpec("a", "x", 1e-3), classes=3)
-    term = CertaintyContrastive(TermSpec("certainty_contrastive", options=options(anchors=4, positive_pixels=4,
+    term = CertaintyContrastive(TermSpec("certainty_contrastive", options=options(anchors=4,
                                                                                    bank_size=16)),
                                 TermContext(3), members)
     probabilities = torch.tensor([

@@ -121,18 +121,20 @@ def class_balanced_contrastive_loss(
     if labels.numel() < 2:
         return zero
     scaled = embeddings.float() @ embeddings.float().T / temperature - 1.0 / temperature  # <= 0: stable exp
+    exp = scaled.exp()
     one_hot = F.one_hot(labels, num_classes).float()
     counts = one_hot.sum(0)
-    class_mean_exp = (scaled.exp() @ one_hot) / counts.clamp_min(1.0)  # (N, C)
+    class_mean_exp = (exp @ one_hot) / counts.clamp_min(1.0)  # (N, C)
     other_class = (1.0 - one_hot) * (counts > 0).float()
     negatives = (class_mean_exp * other_class).sum(1, keepdim=True)  # (N, 1)
-    positive = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    log_ratio = scaled - torch.log(scaled.exp() + negatives)
-    positives_per_anchor = positive.sum(1)
+    log_ratio = scaled - torch.log(exp + negatives)  # (N, N)
+    # sum over same-class j != i without an (N, N) mask: per-class sums, own column, minus j = i
+    same_class_sum = ((log_ratio @ one_hot) * one_hot).sum(1) - log_ratio.diagonal()
+    positives_per_anchor = counts[labels] - 1
     valid = (positives_per_anchor > 0) & (negatives[:, 0] > 0)
     if not bool(valid.any()):
         return zero
-    anchor_loss = -(log_ratio * positive).sum(1) / positives_per_anchor.clamp_min(1)
+    anchor_loss = -same_class_sum / positives_per_anchor.clamp_min(1)
     return _mean_of_class_means(anchor_loss, labels, valid, num_classes)
 
 
@@ -243,7 +245,8 @@ class MultiScaleCrossContrastive(Term):
     pixels take the ground truth). For memory, each scale contributes a random ``patch``×``patch``
     window of every image (the whole map if smaller), at most ``max_pixels`` pixels.
 
-    Options: ``temperature`` (0.1), ``patch`` (16), ``max_pixels`` (2048).
+    Options: ``temperature`` (0.1), ``patch`` (16), ``max_pixels`` (1024; the loss costs
+    O(max_pixels²) per scale and student).
     """
 
     feature_kind = "encoder"
@@ -253,7 +256,7 @@ class MultiScaleCrossContrastive(Term):
         self.projector = _projector_for(members, self)
         self.temperature = float(spec.option("temperature", 0.1))
         self.patch = int(spec.option("patch", 16))
-        self.max_pixels = int(spec.option("max_pixels", 2048))
+        self.max_pixels = int(spec.option("max_pixels", 1024))
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         losses = {}
@@ -300,8 +303,9 @@ class CertaintyContrastive(Term):
     - uncertain: the top β fraction of unannotated pixels by entropy (γ_t is that percentile);
     - anchors of class c: annotated pixels with y = c and top-1 p > h, unannotated pixels with
       argmax p = c, top-1 p > h and H ≤ γ_t; ``anchors`` of them sampled per class;
-    - positive of class c: the mean embedding of all anchors of class c (detached; estimated
-      from at most ``positive_pixels`` random anchors when there are more);
+    - positive of class c: the mean embedding of the anchors of class c (detached), estimated
+      from the sampled anchors (a uniform random sample of them, so an unbiased estimate of the
+      mean over all anchors, and no second projection);
     - bank B_c receives up to a quarter of its size per step: annotated pixels with y ≠ c and
       rank of c < r_l, certain unannotated pixels with rank of c ≥ r_l, uncertain ones with
       rank of c ≥ r_h (ranks from 0 = top-1), keyed by their class (y or argmax p);
@@ -311,8 +315,8 @@ class CertaintyContrastive(Term):
     after the optimiser step. One bank per student and scale.
 
     Options: ``bank_size`` (60000 on a GPU, 1024 on a CPU), ``anchors`` (1000), ``negatives``
-    (500), ``positive_pixels`` (2048), ``threshold`` h (0.9), ``beta0`` (0.2), ``temperature``
-    (0.1), ``rank_low`` r_l (1), ``rank_high`` r_h (max(2, C // 2)).
+    (500), ``threshold`` h (0.9), ``beta0`` (0.2), ``temperature`` (0.1), ``rank_low`` r_l (1),
+    ``rank_high`` r_h (max(2, C // 2)).
     """
 
     feature_kind = "encoder"
@@ -324,7 +328,6 @@ class CertaintyContrastive(Term):
         self.bank_size = int(spec.option("bank_size", default_bank))
         self.anchor_count = int(spec.option("anchors", 1000))
         self.negative_count = int(spec.option("negatives", 500))
-        self.positive_pixels = int(spec.option("positive_pixels", 2048))
         self.threshold = float(spec.option("threshold", 0.9))
         self.beta0 = float(spec.option("beta0", 0.2))
         self.temperature = float(spec.option("temperature", 0.1))
@@ -380,23 +383,20 @@ class CertaintyContrastive(Term):
             | (uncertain[None, :] & (rank >= self.rank_high))
         )
         anchors, anchor_valid = sample_per_class(anchor_mask, self.anchor_count)
-        positives, positive_valid = sample_per_class(anchor_mask, self.positive_pixels)
         keys, key_valid = sample_per_class(negative_mask, max(1, self.bank_size // 4))
-        return {"anchors": anchors, "anchor_valid": anchor_valid, "positives": positives,
-                "positive_valid": positive_valid, "keys": keys, "key_valid": key_valid, "label": label}
+        return {"anchors": anchors, "anchor_valid": anchor_valid, "keys": keys, "key_valid": key_valid,
+                "label": label}
 
-    def _positive(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
-        """(C, D) unit positive per class and (C,) whether the class has anchors."""
-        with torch.no_grad():
-            embedded = self.projector(student, scale, pixels[sampled["positives"].reshape(-1)].detach())
-            embedded = embedded.view(*sampled["positives"].shape, -1) * sampled["positive_valid"][..., None]
-            mean = embedded.sum(1) / sampled["positive_valid"].sum(1, keepdim=True).clamp_min(1)
-        return F.normalize(mean, dim=1), sampled["positive_valid"].any(1)
+    def _positive(self, student: str, scale: int, anchors: torch.Tensor, anchor_valid: torch.Tensor, step: Step):
+        """(C, D) unit positive per class (mean of its anchors, detached) and (C,) availability."""
+        weights = anchor_valid[..., None].float()
+        mean = (anchors.detach() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return F.normalize(mean, dim=1), anchor_valid.any(1)
 
     def _scale_loss(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
         anchors = self.projector(student, scale, pixels[sampled["anchors"].reshape(-1)])
         anchors = anchors.view(*sampled["anchors"].shape, -1)
-        positive, positive_valid = self._positive(student, scale, pixels, sampled, step)
+        positive, positive_valid = self._positive(student, scale, anchors, sampled["anchor_valid"], step)
         bank = self.banks[_bank_name(student, scale)]
         negatives, negative_labels = bank.sample(self.negative_count)
         with torch.no_grad():
@@ -454,8 +454,8 @@ class RegistrationEnhancedContrastive(CertaintyContrastive):
             name: SlicePrototypeBank(slices, context.num_classes, PROJECTION_DIM) for name in self.banks
         })
 
-    def _positive(self, student: str, scale: int, pixels: torch.Tensor, sampled: dict, step: Step):
-        local, local_valid = super()._positive(student, scale, pixels, sampled, step)
+    def _positive(self, student: str, scale: int, anchors: torch.Tensor, anchor_valid: torch.Tensor, step: Step):
+        local, local_valid = super()._positive(student, scale, anchors, anchor_valid, step)
         registered, registered_valid = self.slice_banks[_bank_name(student, scale)].class_means()
         mixed = torch.where(registered_valid[:, None],
                             self.local_weight * local + self.registered_weight * registered, local)
