@@ -121,18 +121,20 @@ def class_balanced_contrastive_loss(
     if labels.numel() < 2:
         return zero
     scaled = embeddings.float() @ embeddings.float().T / temperature - 1.0 / temperature  # <= 0: stable exp
+    exp = scaled.exp()
     one_hot = F.one_hot(labels, num_classes).float()
     counts = one_hot.sum(0)
-    class_mean_exp = (scaled.exp() @ one_hot) / counts.clamp_min(1.0)  # (N, C)
+    class_mean_exp = (exp @ one_hot) / counts.clamp_min(1.0)  # (N, C)
     other_class = (1.0 - one_hot) * (counts > 0).float()
     negatives = (class_mean_exp * other_class).sum(1, keepdim=True)  # (N, 1)
-    positive = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    log_ratio = scaled - torch.log(scaled.exp() + negatives)
-    positives_per_anchor = positive.sum(1)
+    log_ratio = scaled - torch.log(exp + negatives)  # (N, N)
+    # sum over same-class j != i without an (N, N) mask: per-class sums, own column, minus j = i
+    same_class_sum = ((log_ratio @ one_hot) * one_hot).sum(1) - log_ratio.diagonal()
+    positives_per_anchor = counts[labels] - 1
     valid = (positives_per_anchor > 0) & (negatives[:, 0] > 0)
     if not bool(valid.any()):
         return zero
-    anchor_loss = -(log_ratio * positive).sum(1) / positives_per_anchor.clamp_min(1)
+    anchor_loss = -same_class_sum / positives_per_anchor.clamp_min(1)
     return _mean_of_class_means(anchor_loss, labels, valid, num_classes)
 
 
@@ -243,7 +245,8 @@ class MultiScaleCrossContrastive(Term):
     pixels take the ground truth). For memory, each scale contributes a random ``patch``×``patch``
     window of every image (the whole map if smaller), at most ``max_pixels`` pixels.
 
-    Options: ``temperature`` (0.1), ``patch`` (16), ``max_pixels`` (2048).
+    Options: ``temperature`` (0.1), ``patch`` (16), ``max_pixels`` (1024; the loss costs
+    O(max_pixels²) per scale and student).
     """
 
     feature_kind = "encoder"
@@ -253,7 +256,7 @@ class MultiScaleCrossContrastive(Term):
         self.projector = _projector_for(members, self)
         self.temperature = float(spec.option("temperature", 0.1))
         self.patch = int(spec.option("patch", 16))
-        self.max_pixels = int(spec.option("max_pixels", 2048))
+        self.max_pixels = int(spec.option("max_pixels", 1024))
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         losses = {}

@@ -272,7 +272,7 @@ class _Run:
                       _to(batch.pseudo_targets, self.device), _to(batch.pseudo_weights, self.device))
         strong = None
         if self.preset.strong_view:
-            strong = self._images(strong_view(batch.images.cpu(), batch.annotated, self.view_generator))
+            strong = self._images(strong_view(batch.images, batch.annotated, self.view_generator))
         for member in self.members:
             member.network.train()
         self.terms.train()
