@@ -21,18 +21,16 @@ PAINTED = [2, 6, 9]
 ITERATIONS = 60
 SUPERVISED_TERM = {"boclis": "supervised", "bfa": "supervised", "pmcm": "dual_supervised"}
 
-# How far below supervised-only each strategy may land after ITERATIONS steps on the phantom:
-# - boclis: its pseudo-label and contrastive terms ramp up over 40 % of the budget and its
-#   teachers lag the student by design (decays up to 0.999), so in 60 steps it can at best
-#   match supervised; the strong view only perturbs the unannotated rows.
-# - bfa: the boundary head shares the decoder from step 0 and mixed crops cost no painted
-#   pixels, but the teacher's confident pseudo-labels are rare this early, so the alignment
-#   term is mostly inactive.
-# - pmcm: two decoders learn from the same painted pixels; each sees the same supervision as
-#   the single U-Net, and the average of two partly trained decoders is at worst a little blurrier.
-# The phantom's unpainted slices are easy (supervised reaches about 0.85 to 0.9), so margins are
-# small: a strategy that breaks training falls far below them.
-MARGIN = {"boclis": 0.05, "bfa": 0.05, "pmcm": 0.05}
+# How far each strategy may land below supervised-only after ITERATIONS steps on the phantom
+# (measured on one thread, 2026-11-22: supervised 0.885, boclis 0.903, bfa 0.924, pmcm 0.924).
+# - bfa and pmcm must beat supervised: their extra supervision (the boundary head on mixed
+#   crops from step 0; a second decoder and distance heads on the same painted pixels) acts
+#   from the first step.
+# - boclis may trail by up to 0.02: its pseudo-label and contrastive terms ramp up over 40 % of
+#   the budget and its teachers lag the student by design (decays up to 0.999), so in 60 steps
+#   its lead over supervised (0.018 here) is within what another CPU's arithmetic can move.
+# A strategy that breaks training falls far below these bounds.
+MARGIN = {"boclis": 0.02, "bfa": 0.0, "pmcm": 0.0}
 
 
 def _dice(prediction, truth, label):
@@ -67,6 +65,8 @@ def supervised_dice(phantom, tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["boclis", "bfa", "pmcm"])
 def test_strategy_trains_and_is_compared_with_supervised(strategy, phantom, supervised_dice, tmp_path):
+    """Trains, lowers its supervised loss, saves students and teachers, and beats supervised-only
+    (bfa, pmcm) or trails it by at most MARGIN (boclis), for the reasons given at MARGIN."""
     assert strategy in strategy_names()
     events, dice = _train(strategy, phantom, tmp_path)
     steps = [e for e in events if isinstance(e, StepCompleted)]
