@@ -283,10 +283,11 @@ class ReviewPanel(QGroupBox):
             return None
         tracked = self._tracked.get(id(layer))
         if tracked is None or tracked[0] is not layer or tracked[1].shape != layer.data.shape:
+            if tracked is None or tracked[0] is not layer:
+                layer.events.paint.connect(self._schedule_sync)
+                layer.events.set_data.connect(lambda event, layer=layer: self._on_set_data(layer))
             provenance = Provenance.for_labels(np.asarray(layer.data))
             self._tracked[id(layer)] = (layer, provenance, _history_signature(layer))
-            layer.events.paint.connect(self._schedule_sync)
-            layer.events.set_data.connect(lambda event, layer=layer: self._on_set_data(layer))
             return provenance
         return tracked[1]
 
