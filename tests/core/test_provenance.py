@@ -77,3 +77,26 @@ def test_bad_source_and_shape_are_refused():
 
 def test_slices_touched():
     assert slices_touched((np.array([3, 1, 3]), np.array([0, 0, 1]), np.array([0, 0, 0])), 0) == [1, 3]
+
+
+def test_sidecar_is_written_beside_the_labels_in_their_geometry(tmp_path):
+    from napari_semiseg._writer import provenance_paths, write_provenance
+    from napari_semiseg.core.volume import Geometry, read_volume
+
+    assert provenance_paths(str(tmp_path / "case1_seg.nrrd")) == (
+        str(tmp_path / "case1_seg_provenance.nrrd"), str(tmp_path / "case1_seg_provenance.json"))
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1] = 2
+    provenance = Provenance.for_labels(labels)
+    indices = np.nonzero(np.ones((3, 4, 5), bool) & (labels == 0))
+    provenance.record_acceptance(labels, indices, 1, "model", "all", model="m.pt", iteration=7)
+    geometry = Geometry(spacing=(2.0, 0.5, 0.7), origin=(1.0, 2.0, 3.0))
+    meta = {"metadata": {"semiseg": {"geometry": geometry.to_dict()}}, "name": "mask"}
+    written = write_provenance(str(tmp_path / "mask.mha"), provenance.codes, provenance.to_json(), meta)
+    assert [p.split("/")[-1] for p in written] == ["mask_provenance.mha", "mask_provenance.json"]
+    reread = read_volume(written[0])
+    assert np.array_equal(reread.array, provenance.codes) and reread.array.dtype == np.uint8
+    np.testing.assert_allclose(reread.geometry.spacing, geometry.spacing)
+    record = json.loads((tmp_path / "mask_provenance.json").read_text())
+    assert record["acceptances"][0]["iteration"] == 7 and record["provenance_map"] == "mask_provenance.mha"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
