@@ -42,6 +42,7 @@ def wait(condition, timeout: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=1.5)
+    parser.add_argument("--iterations", type=int, default=None, help="budget in iterations instead of minutes")
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots"))
     args = parser.parse_args()
@@ -56,11 +57,12 @@ def main() -> None:
         y, x = np.nonzero(tissue.array[index] > 0)
         annotations.data_setitem((np.full_like(y, index), y, x), tissue.array[index][y, x])
     widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(args.minutes)
+    widget.budget_unit.setCurrentText("iterations" if args.iterations else "minutes")
+    widget.budget_spin.setValue(args.iterations or args.minutes)
     assert widget.start_training(), widget.status_label.text()
-    wait(lambda: not widget.process.running, 60 * args.minutes + 300)
+    wait(lambda: not widget.process.running, 3600)
     settle_window()
+    print(widget.status_label.text())
     assert widget.propagation.start()
     wait(lambda: widget.propagation.result is not None, 600)
     settle_window()
@@ -90,9 +92,10 @@ def main() -> None:
     shapes.add([[50, 20, 15], [50, 20, 75], [50, 60, 75], [50, 60, 15]], shape_type="rectangle")
     review.depth_spin.setValue(2)
     print("region on slices 48-52:", review.accept_in_region())
-    labelled = np.argwhere(np.asarray(annotations.data[50]) == 2)
-    annotations.brush_size = 4
-    annotations.paint((50, *labelled[len(labelled) // 2]), 3)  # a user correction over accepted voxels
+    accepted = np.argwhere(review.provenance().codes[50] == 2)
+    if len(accepted):
+        annotations.brush_size = 4
+        annotations.paint((50, *accepted[len(accepted) // 2]), 3)  # a user correction over accepted voxels
     review.sync_provenance()
     viewer.layers[REVIEW_LAYER].visible = False
     viewer.layers[PROVENANCE_LAYER].visible = True

@@ -1,8 +1,9 @@
 """Review and accept: the fused certainty map, slices to look at next, partial acceptance, provenance.
 
 Every acceptance is one ``Labels.data_setitem`` (one undo step) and is noted in the provenance,
-which follows the labels layer: painting, erasing, undo and redo are picked up when the layer
-reports them (paint events, or a change in its undo history after a refresh).
+which follows the labels layer: painting and erasing through its paint events, undo and redo
+through the layer's Ctrl+Z / Ctrl+Shift+Z (rebound on the layer to also refresh the provenance),
+and anything else at the latest before the next acceptance, ranking or export.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from app_model.types import KeyCode, KeyMod
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Qt, QTimer
@@ -69,7 +71,7 @@ class ReviewPanel(QGroupBox):
         self.review: ReviewMap | None = None
         self.summaries = []
         self._axis = 0
-        self._tracked: dict[int, tuple] = {}  # id(labels layer) -> (layer, Provenance, history signature)
+        self._tracked: dict[int, tuple] = {}  # id(labels layer) -> (layer, Provenance)
         self._sync_timer = QTimer(self)
         self._sync_timer.setSingleShot(True)
         self._sync_timer.setInterval(SYNC_DELAY_MS)
@@ -284,21 +286,31 @@ class ReviewPanel(QGroupBox):
         tracked = self._tracked.get(id(layer))
         if tracked is None or tracked[0] is not layer or tracked[1].shape != layer.data.shape:
             if tracked is None or tracked[0] is not layer:
-                layer.events.paint.connect(self._schedule_sync)
-                layer.events.set_data.connect(lambda event, layer=layer: self._on_set_data(layer))
+                self._follow_edits(layer)
             provenance = Provenance.for_labels(np.asarray(layer.data))
-            self._tracked[id(layer)] = (layer, provenance, _history_signature(layer))
+            self._tracked[id(layer)] = (layer, provenance)
             return provenance
         return tracked[1]
 
     def _schedule_sync(self, event=None) -> None:
         self._sync_timer.start()
 
-    def _on_set_data(self, layer) -> None:
-        # Scrolling also emits set_data; undo and redo are the ones that change the history.
-        tracked = self._tracked.get(id(layer))
-        if tracked is not None and _history_signature(layer) != tracked[2]:
+    def _follow_edits(self, layer) -> None:
+        """Refresh the provenance after painting, undo and redo on ``layer``."""
+        layer.events.paint.connect(self._schedule_sync)
+
+        # napari's undo emits no event of its own (only set_data, which every scroll emits too),
+        # so the layer's own shortcuts are rebound to undo and then refresh.
+        def undo(labels) -> None:
+            labels.undo()
             self._schedule_sync()
+
+        def redo(labels) -> None:
+            labels.redo()
+            self._schedule_sync()
+
+        layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, undo, overwrite=True)
+        layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo, overwrite=True)
 
     def sync_provenance(self) -> Provenance | None:
         """Update the provenance from the labels, show it, and re-rank without painted slices."""
@@ -307,7 +319,6 @@ class ReviewPanel(QGroupBox):
         if provenance is None:
             return None
         provenance.update(np.asarray(layer.data))
-        self._tracked[id(layer)] = (layer, provenance, _history_signature(layer))
         self._show_provenance(layer, provenance)
         self._fill_next_list(provenance)
         return provenance
@@ -510,7 +521,3 @@ class ReviewPanel(QGroupBox):
         if self._on_click in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_click)
 
-
-def _history_signature(layer) -> tuple[int, int]:
-    """Lengths of the layer's undo and redo queues (napari keeps them private; 0 if absent)."""
-    return len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ()))

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from app_model.types import KeyCode, KeyMod
+from napari.utils.key_bindings import coerce_keybinding
 from qtpy.QtCore import Qt
 
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
@@ -30,6 +32,11 @@ def scene(make_napari_viewer, tmp_path):
     widget.image_combo.setCurrentText(image.name)
     widget.labels_combo.setCurrentText(labels.name)
     return viewer, widget, widget.review, labels, truth
+
+
+def _press(layer, key) -> None:
+    """What napari runs for a shortcut pressed while ``layer`` is active (its own bindings first)."""
+    layer.keymap[coerce_keybinding(key)](layer)
 
 
 def _planted_prediction(truth):
@@ -146,7 +153,7 @@ def test_click_mode_accepts_the_component_under_the_click(scene):
     assert np.array_equal(labels.data, painted)
 
 
-def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exports(scene, tmp_path):
+def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exports(scene, qtbot, tmp_path):
     viewer, widget, panel, labels, truth = scene
     quality = np.ones(truth.shape, np.float32)
     quality[2] = 0.3
@@ -182,6 +189,11 @@ def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exp
     panel.sync_provenance()
     codes = viewer.layers[PROVENANCE_LAYER].data
     assert codes[5, y, x] == EDITED and (codes == EDITED).sum() == 1
+    _press(labels, KeyMod.CtrlCmd | KeyCode.KeyZ)  # Ctrl+Z on the layer undoes the correction ...
+    qtbot.waitUntil(lambda: viewer.layers[PROVENANCE_LAYER].data[5, y, x] == ACCEPTED_MODEL, timeout=3000)
+    _press(labels, KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ)  # ... and Ctrl+Shift+Z redoes it
+    qtbot.waitUntil(lambda: viewer.layers[PROVENANCE_LAYER].data[5, y, x] == EDITED, timeout=3000)
+    codes = viewer.layers[PROVENANCE_LAYER].data
 
     written = widget.export_labels(str(tmp_path / "mask.nii.gz"))
     assert written and "Exported and verified" in widget.status_label.text()
