@@ -42,6 +42,7 @@ REGION_LAYER = "review region"
 MODEL, REGISTRATION = "model", "registration"
 SYNC_DELAY_MS = 300
 LISTED_SLICES = 30
+DOUBTFUL_SLICE = 0.9  # a slice whose mean review certainty is below this is counted as doubtful
 # Additive blending makes black invisible: certain voxels leave the image as it is, doubtful ones glow.
 REVIEW_COLORMAP = Colormap([[1.0, 1.0, 0.3, 1.0], [1.0, 0.1, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]],
                            controls=[0.0, 0.5, 1.0], name="semiseg review")
@@ -97,6 +98,9 @@ class ReviewPanel(QGroupBox):
         self.next_list = QListWidget()
         self.next_list.setMaximumHeight(110)
         layout.addWidget(self.next_list)
+        self.summary_label = QLabel("")
+        self.summary_label.setWordWrap(True)
+        layout.addWidget(self.summary_label)
         layout.addLayout(self._accept_grid())
         self.overwrite_check = QCheckBox("Overwrite voxels I painted")
         self.overwrite_check.setToolTip("Off (default): acceptances never change a labelled voxel")
@@ -228,7 +232,13 @@ class ReviewPanel(QGroupBox):
             return
         skip = self._painted_slices(provenance)
         scores = self._registration_scores()
-        for summary in rank_slices(self.summaries, skip, LISTED_SLICES):
+        ranked = rank_slices(self.summaries, skip)
+        if ranked:
+            mean = float(np.mean([summary.certainty for summary in ranked]))
+            doubtful = sum(summary.certainty < DOUBTFUL_SLICE for summary in ranked)
+            self.summary_label.setText(f"{len(ranked)} unpainted slices: mean certainty {mean:.2f}, "
+                                       f"{doubtful} below {DOUBTFUL_SLICE:.2f}.")
+        for summary in ranked[:LISTED_SLICES]:
             text = summary.describe()
             if summary.index in scores:
                 text += f" (registration score {scores[summary.index]:.2f})"

@@ -63,6 +63,7 @@ def test_certainty_layer_ranking_and_click_jumps_to_the_slice(scene, qtbot):
     assert listed[:2] == [5, 2] and set(listed) == {0, 2, 3, 5, 7}
     assert "low confidence" in panel.next_list.item(0).text()
     assert "network disagreement" in panel.next_list.item(1).text()
+    assert panel.summary_label.text().startswith("5 unpainted slices: mean certainty 0.94, ")
 
     viewer.dims.set_current_step(0, 0)
     panel.next_list.show()
