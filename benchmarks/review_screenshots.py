@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_semiseg._sample_data import load_sample_volumes  # noqa: E402
+from napari_semiseg.core.model import load_model  # noqa: E402
+from napari_semiseg.core.predict import predict_volume  # noqa: E402
+from napari_semiseg.ui.layers import volume_from_layer  # noqa: E402
+from napari_semiseg.ui.training_process import VolumePredicted  # noqa: E402
 from napari_semiseg.ui.launch import open_demo, settle_window  # noqa: E402
 from napari_semiseg.ui.review_panel import PROVENANCE_LAYER, REGION_LAYER, REVIEW_LAYER  # noqa: E402
 from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
@@ -39,10 +43,22 @@ def wait(condition, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def show_existing_model(widget, path: str) -> None:
+    """Predict with a saved model and hand the result to the widget as its training process would."""
+    model = load_model(path, "cpu")
+    prediction = predict_volume(model, volume_from_layer(widget.image_layer))
+    widget._show_prediction(VolumePredicted(0, prediction.labels, prediction.certainty, prediction.disagreement, path))
+    widget.last_model = path
+    widget.review.note_model(iteration=model.iteration)
+    print(f"model at iteration {model.iteration} ({', '.join(model.networks)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=1.5)
     parser.add_argument("--iterations", type=int, default=None, help="budget in iterations instead of minutes")
+    parser.add_argument("--model", default=None,
+                        help="a model trained on these painted slices (skips training; a loaded machine is slow)")
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots"))
     args = parser.parse_args()
@@ -57,10 +73,13 @@ def main() -> None:
         y, x = np.nonzero(tissue.array[index] > 0)
         annotations.data_setitem((np.full_like(y, index), y, x), tissue.array[index][y, x])
     widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
-    widget.budget_unit.setCurrentText("iterations" if args.iterations else "minutes")
-    widget.budget_spin.setValue(args.iterations or args.minutes)
-    assert widget.start_training(), widget.status_label.text()
-    wait(lambda: not widget.process.running, 3600)
+    if args.model:
+        show_existing_model(widget, args.model)
+    else:
+        widget.budget_unit.setCurrentText("iterations" if args.iterations else "minutes")
+        widget.budget_spin.setValue(args.iterations or args.minutes)
+        assert widget.start_training(), widget.status_label.text()
+        wait(lambda: not widget.process.running, 3600)
     settle_window()
     print(widget.status_label.text())
     assert widget.propagation.start()

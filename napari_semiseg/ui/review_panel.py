@@ -42,7 +42,7 @@ REGION_LAYER = "review region"
 MODEL, REGISTRATION = "model", "registration"
 SYNC_DELAY_MS = 300
 LISTED_SLICES = 30
-DOUBTFUL_SLICE = 0.9  # a slice whose mean review certainty is below this is counted as doubtful
+DOUBTFUL_SLICE = 0.8  # a slice whose mean review certainty is below this is counted as doubtful
 # Additive blending makes black invisible: certain voxels leave the image as it is, doubtful ones glow.
 REVIEW_COLORMAP = Colormap([[1.0, 1.0, 0.3, 1.0], [1.0, 0.1, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]],
                            controls=[0.0, 0.5, 1.0], name="semiseg review")
@@ -72,7 +72,7 @@ class ReviewPanel(QGroupBox):
         self.review: ReviewMap | None = None
         self.summaries = []
         self._axis = 0
-        self._tracked: dict[int, tuple] = {}  # id(labels layer) -> (layer, Provenance)
+        self._tracked: dict[str, Provenance] = {}  # labels layer's unique_id -> its provenance
         self._sync_timer = QTimer(self)
         self._sync_timer.setSingleShot(True)
         self._sync_timer.setInterval(SYNC_DELAY_MS)
@@ -125,8 +125,8 @@ class ReviewPanel(QGroupBox):
         self.click_check.setToolTip("While ticked, a click in the canvas accepts the component under it")
         self.threshold_slider = QSlider(Qt.Horizontal)
         self.threshold_slider.setRange(0, 100)
-        self.threshold_slider.setValue(80)
-        self.threshold_value = QLabel("0.80")
+        self.threshold_slider.setValue(70)
+        self.threshold_value = QLabel("0.70")
         self.draw_region_button = QPushButton("Draw region")
         self.draw_region_button.setToolTip("Add a shapes layer: draw rectangles or polygons on the slice")
         self.depth_spin = QSpinBox()
@@ -293,14 +293,16 @@ class ReviewPanel(QGroupBox):
         layer = layer if layer is not None else self._labels_layer()
         if layer is None or layer.ndim != 3:
             return None
-        tracked = self._tracked.get(id(layer))
-        if tracked is None or tracked[0] is not layer or tracked[1].shape != layer.data.shape:
-            if tracked is None or tracked[0] is not layer:
+        # napari hands plugin widgets a proxy that wraps each layer anew on every access, so a
+        # layer is recognised by its unique_id, not by identity.
+        key = str(layer.unique_id)
+        provenance = self._tracked.get(key)
+        if provenance is None or provenance.shape != layer.data.shape:
+            if provenance is None:
                 self._follow_edits(layer)
             provenance = Provenance.for_labels(np.asarray(layer.data))
-            self._tracked[id(layer)] = (layer, provenance)
-            return provenance
-        return tracked[1]
+            self._tracked[key] = provenance
+        return provenance
 
     def _schedule_sync(self, event=None) -> None:
         self._sync_timer.start()

@@ -208,3 +208,20 @@ def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exp
     assert record["acceptances"][0]["registration_scores"] == {"2": pytest.approx(0.7)}
     assert record["acceptances"][2]["model"] == "runs/a/model.pt" and record["acceptances"][2]["iteration"] == 40
     assert record["counts"]["edited after acceptance"] == 1 and record["labels_file"] == "mask.nii.gz"
+
+
+def test_provenance_works_through_the_plugin_dock_widget(make_napari_viewer):
+    """napari gives plugin widgets a viewer proxy that wraps layers anew on each access."""
+    viewer = make_napari_viewer()
+    volume, truth = ring_phantom((6, 32, 32), seed=1)
+    viewer.add_image(volume.array, name="image")
+    labels = viewer.add_labels(paint_slices(truth, [2]), name="annotations")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-semiseg", "Semi-supervised segmentation")
+    widget.image_combo.setCurrentText("image")
+    widget.labels_combo.setCurrentText("annotations")
+    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None)
+    viewer.dims.set_current_step(0, 4)
+    assert widget.review.accept_slice() > 0
+    codes = viewer.layers[PROVENANCE_LAYER].data
+    assert (codes[4][truth[4] != 0] == ACCEPTED_MODEL).all() and (codes[2][truth[2] != 0] == PAINTED).all()
+    assert "accepted from model" in widget.review.provenance_label.text()
