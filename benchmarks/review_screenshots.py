@@ -1,6 +1,6 @@
 """Screenshots of the review panel for the README (run under Xvfb or on a desktop).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/review_screenshots.py --minutes 1.5
+    xvfb-run -a -s "-screen 0 1600x1400x24" .venv/bin/python benchmarks/review_screenshots.py --minutes 1.5
 
 Paints three axial slices of the bundled sample from its reference tissue labels, trains through
 the widget, propagates the painted slices by registration, then saves
@@ -66,7 +66,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     viewer, widget = open_demo(run=False)
-    viewer.window.resize(1500, 1000)
+    viewer.window.resize(1500, 1300)
     _, tissue = load_sample_volumes()
     annotations = viewer.layers["annotations"]
     for index in PAINTED:
@@ -89,14 +89,21 @@ def main() -> None:
     review = widget.review
     for name in ("certainty", "prediction", "registered pseudo-labels", "registration quality"):
         viewer.layers[name].visible = False
-    first = review.next_list.item(0)
-    print("next slices:", [review.next_list.item(i).text() for i in range(min(8, review.next_list.count()))])
-    review.next_list.setCurrentItem(first)
-    review.go_to_slice(int(first.data(Qt.UserRole)))
+    listed = [review.next_list.item(i) for i in range(review.next_list.count())]
+    print("next slices:", [item.text() for item in listed[:10]])
+    # The top entries are the nearly empty end slices registration could not follow; show the
+    # first one inside the brain, where the map has something to say.
+    shown = next(item for item in listed if 15 <= int(item.data(Qt.UserRole)) <= 65)
+    print("shown:", review.next_list.row(shown), shown.text())
+    review.next_list.setCurrentItem(shown)
+    review.go_to_slice(int(shown.data(Qt.UserRole)))
     viewer.layers[REVIEW_LAYER].visible = True
+    viewer.layers["MNI152 T1"].visible = False  # the map alone: certain = black, doubtful = red to yellow
     viewer.layers.selection.active = annotations
+    viewer.reset_view()
     settle_window()
     viewer.screenshot(str(out / "review.png"), canvas_only=False)
+    viewer.layers["MNI152 T1"].visible = True
     print("saved", out / "review.png")
 
     review.source_combo.setCurrentIndex(review.source_combo.findData("model"))
