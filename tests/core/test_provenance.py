@@ -32,8 +32,8 @@ def test_codes_after_accepts_and_a_user_edit_and_undo():
     assert provenance.codes[0, 0, 0] == PAINTED and provenance.codes.sum() == PAINTED
 
     proposal = np.ones_like(labels)
-    record, undo_model = _apply(labels, provenance, accept_slice_edit(labels, proposal, 0, 1), "model", "slice",
-                                model="run/model.pt", iteration=np.int64(40))
+    record, _ = _apply(labels, provenance, accept_slice_edit(labels, proposal, 0, 1), "model", "slice",
+                       model="run/model.pt", iteration=np.int64(40))
     assert record["voxels"] == 16 and record["iteration"] == 40 and record["model"] == "run/model.pt"
     registered = np.full_like(labels, 3)
     _, undo_registration = _apply(labels, provenance, acceptance_edit(labels, registered, np.s_[2]), "registration",

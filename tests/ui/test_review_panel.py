@@ -215,7 +215,7 @@ def test_provenance_works_through_the_plugin_dock_widget(make_napari_viewer):
     viewer = make_napari_viewer()
     volume, truth = ring_phantom((6, 32, 32), seed=1)
     viewer.add_image(volume.array, name="image")
-    labels = viewer.add_labels(paint_slices(truth, [2]), name="annotations")
+    viewer.add_labels(paint_slices(truth, [2]), name="annotations")
     _, widget = viewer.window.add_plugin_dock_widget("napari-semiseg", "Semi-supervised segmentation")
     widget.image_combo.setCurrentText("image")
     widget.labels_combo.setCurrentText("annotations")
