@@ -7,6 +7,10 @@ shear and affine), which must not shear.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,3 +97,43 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     if meta.get("rgb"):
         raise LayerWriteError("RGB layers cannot be saved as a medical volume; convert to greyscale.")
     return _write(path, _layer_array(data, meta), meta)
+
+
+def provenance_paths(labels_path: str) -> tuple[str, str]:
+    """Where the provenance sidecar of a labels file goes: ``<stem>_provenance.<ext>`` and ``.json``."""
+    path = Path(labels_path)
+    stem = volume_stem(path)
+    extension = path.name[len(stem):] or ".nii.gz"
+    return str(path.with_name(f"{stem}_provenance{extension}")), str(path.with_name(f"{stem}_provenance.json"))
+
+
+def write_provenance(labels_path: str, codes: np.ndarray, record: dict, meta: dict) -> list[str]:
+    """Write the provenance code map (labels geometry) and its JSON record beside a labels file.
+
+    Both are written atomically and re-read before they are reported; raises LayerWriteError.
+    """
+    map_path, json_path = provenance_paths(labels_path)
+    written = write_labels(map_path, np.asarray(codes, dtype=np.uint8), {**meta, "name": Path(map_path).name})
+    record = {**record, "labels_file": Path(labels_path).name, "provenance_map": Path(map_path).name}
+    _write_json_atomically(json_path, record)
+    return written + [json_path]
+
+
+def _write_json_atomically(path: str, record: dict) -> None:
+    target = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=target.parent)
+    except OSError as error:
+        raise LayerWriteError(f"Cannot write into '{target.parent}': {error.strerror}. Choose a writable folder.") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(record, stream, indent=2)
+        with open(temporary, encoding="utf-8") as stream:
+            if json.load(stream) != record:
+                raise LayerWriteError(f"The provenance record read back from '{target.name}' differs; nothing was written.")
+        os.replace(temporary, target)
+    except OSError as error:
+        raise LayerWriteError(f"Writing '{target}' failed: {error.strerror or error}. Nothing was overwritten.") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

@@ -65,10 +65,17 @@ def upsert_layer(viewer, name: str, data: np.ndarray, kind: str, template, **sty
     return adder(data, **kwargs)
 
 
-def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False) -> int:
-    """Write a proposal into a labels layer as one undo step; returns voxels changed."""
+def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False,
+                record=None) -> int:
+    """Write a proposal into a labels layer as one undo step; returns voxels changed.
+
+    ``record(labels_before, indices, values)``, if given, is called just before the write
+    (the review panel notes the acceptance in the provenance).
+    """
     indices, values = acceptance_edit(np.asarray(labels_layer.data), proposal, region, overwrite_painted)
     if len(indices[0]) == 0:
         return 0
+    if record is not None:
+        record(np.asarray(labels_layer.data), indices, values)
     labels_layer.data_setitem(indices, values)
     return int(len(indices[0]))

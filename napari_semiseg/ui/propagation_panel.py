@@ -44,6 +44,8 @@ class PropagationPanel(QGroupBox):
         self.result = None
         self.worker = None
         self._stop = threading.Event()
+        self.on_result: Callable[[], None] | None = None  # called when new registered labels are shown
+        self.recorder: Callable | None = None  # recorder(scope, **facts) -> accept_into's record callback
         self._build()
 
     def _build(self) -> None:
@@ -145,6 +147,8 @@ class PropagationPanel(QGroupBox):
         if labels is not None:
             self.viewer.layers.selection.active = labels
         self._say(f"Propagated to {len(result.slice_scores)} slices in {seconds:.1f} s; review the scores below.")
+        if self.on_result is not None:
+            self.on_result()
 
     def _go_to_slice(self, item: QListWidgetItem) -> None:
         axis = self.result.axis if self.result is not None else 0
@@ -161,20 +165,22 @@ class PropagationPanel(QGroupBox):
             return 0
         region = [slice(None)] * 3
         region[self.result.axis] = current_slice(self.viewer, labels, self.result.axis)
-        return self._accept(labels, tuple(region))
+        return self._accept(labels, tuple(region), "slice")
 
     def accept_above_threshold(self) -> int:
         """Accept registered labels wherever the quality reaches the threshold (one undo step)."""
         labels = self._labels_layer()
         if labels is None or self.result is None:
             return 0
-        return self._accept(labels, self.result.quality >= self.threshold_spin.value())
+        threshold = self.threshold_spin.value()
+        return self._accept(labels, self.result.quality >= threshold, "quality threshold", threshold=threshold)
 
-    def _accept(self, labels, region) -> int:
+    def _accept(self, labels, region, scope: str, **facts) -> int:
         if self.result.labels.shape != labels.data.shape:
             show_error("The propagated labels do not match this labels layer; propagate again.")
             return 0
-        changed = accept_into(labels, self.result.labels, region)
+        record = self.recorder(scope, **facts) if self.recorder is not None else None
+        changed = accept_into(labels, self.result.labels, region, record=record)
         self._say(f"Accepted {changed} registered voxels (Ctrl+Z in the labels layer undoes it).")
         return changed
 

@@ -48,6 +48,7 @@ from .layers import (
 )
 from .project_panel import ProjectPanel
 from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
+from .review_panel import PROVENANCE_LAYER, REVIEW_LAYER, ReviewPanel
 from .training_process import TrainingJob, TrainingProcess, VolumePredicted, background_threads
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ class SemisegWidget(QWidget):
         layout.addWidget(self._review_box())
         self.propagation = PropagationPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer, self._say)
         layout.addWidget(self.propagation)
+        self.review = ReviewPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer,
+                                  lambda: self.propagation.result, self._say)
+        self.propagation.on_result = self.review.registration_updated
+        self.propagation.recorder = lambda scope, **facts: self.review.recorder("registration", scope, **facts)
+        layout.addWidget(self.review)
         layout.addStretch(1)
 
     def _data_box(self) -> QGroupBox:
@@ -194,9 +200,9 @@ class SemisegWidget(QWidget):
     def refresh_layers(self, event=None) -> None:
         """Fill the layer pickers, keeping the current choice where it still exists."""
         self._fill_combo(self.image_combo, [l.name for l in self.viewer.layers if isinstance(l, Image)
-                                            and l.name not in (CERTAINTY_LAYER, QUALITY_LAYER)])
+                                            and l.name not in (CERTAINTY_LAYER, QUALITY_LAYER, REVIEW_LAYER)])
         self._fill_combo(self.labels_combo, [l.name for l in self.viewer.layers if isinstance(l, Labels)
-                                             and l.name not in (PREDICTION_LAYER, REGISTERED_LAYER)])
+                                             and l.name not in (PREDICTION_LAYER, REGISTERED_LAYER, PROVENANCE_LAYER)])
         self._on_labels_changed()
 
     @staticmethod
@@ -347,6 +353,7 @@ class SemisegWidget(QWidget):
         elif isinstance(event, TrainingFinished):
             self.progress_bar.setValue(1000)
             self.last_model = event.model_path
+            self.review.note_model(iteration=event.iteration)
             self.continue_check.setEnabled(True)
             verb = "Stopped" if event.reason == "stopped" else "Finished"
             members = ", ".join(f"{name} {value:.2f}" for name, value in event.member_dice.items())
@@ -380,6 +387,7 @@ class SemisegWidget(QWidget):
         self.prediction = event.labels
         self._show_layers(event.labels, event.certainty)
         self._set_review_enabled(True)
+        self.review.set_prediction(event.labels, event.certainty, event.disagreement, model=event.model_path)
 
     def _show_layers(self, prediction: np.ndarray, certainty: np.ndarray) -> None:
         image = self.image_layer
@@ -417,7 +425,8 @@ class SemisegWidget(QWidget):
         if self.prediction.shape != layer.data.shape:
             show_error("The prediction does not match this labels layer's shape; choose the layer you trained on.")
             return 0
-        changed = accept_into(layer, self.prediction, region)
+        changed = accept_into(layer, self.prediction, region,
+                              record=self.review.recorder("model", "all" if region is None else "slice"))
         self._say(f"Accepted {changed} voxels (Ctrl+Z in the labels layer undoes it).")
         return changed
 
@@ -435,6 +444,7 @@ class SemisegWidget(QWidget):
             return None
         try:
             written = write_labels(path, layer.data, layer_meta(layer))[0]
+            self.review.export_provenance(written, layer)
         except (RuntimeError, ValueError) as error:
             show_error(str(error))
             self._say(str(error))
@@ -449,4 +459,5 @@ class SemisegWidget(QWidget):
         self.project_panel.save_now()
         if self.process is not None and self.process.running:
             self.process.kill()
+        self.review.close_callbacks()
         super().closeEvent(event)
