@@ -440,6 +440,8 @@ class SemisegWidget(QWidget):
         if image is None:
             return
         shape = image.data.shape
+        if self._update_preview_in_place(event, shape):
+            return
         prediction = self.viewer.layers[PREDICTION_LAYER].data if PREDICTION_LAYER in self.viewer.layers else None
         if prediction is None or prediction.shape != shape:
             prediction = np.zeros(shape, dtype=np.int32)
@@ -451,6 +453,24 @@ class SemisegWidget(QWidget):
         prediction[tuple(index)] = event.labels
         certainty[tuple(index)] = event.certainty
         self._show_layers(prediction, certainty)
+
+    def _update_preview_in_place(self, event: PreviewReady, shape: tuple[int, ...]) -> bool:
+        """Write the previewed slice into the existing layers and redraw only them.
+
+        Replacing a layer's data makes napari re-check the whole volume (dims, thumbnail,
+        contrast), a stall the user feels while painting; an in-place write does not.
+        """
+        layers = [self.viewer.layers[name] if name in self.viewer.layers else None
+                  for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
+        if any(layer is None or layer.data.shape != shape for layer in layers):
+            return False
+        index = [slice(None)] * 3
+        index[event.axis] = event.slice_index
+        for layer, values in zip(layers, (event.labels, event.certainty)):
+            layer.data[tuple(index)] = values
+            if layer.visible:
+                layer.refresh()
+        return True
 
     def _show_prediction(self, event: VolumePredicted) -> None:
         if event.tag.startswith("compare:"):
