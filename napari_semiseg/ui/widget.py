@@ -64,6 +64,7 @@ from .training_process import PredictionJob, TrainingJob, TrainingProcess, Volum
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
+SUMMARY_DELAY_MS = 300
 DEFAULT_STRATEGY = "registration_supervised"
 
 
@@ -84,6 +85,11 @@ class SemisegWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
+        # a paint event per stroke would rescan the whole volume; one rescan after a burst suffices
+        self._summary_timer = QTimer(self)
+        self._summary_timer.setSingleShot(True)
+        self._summary_timer.setInterval(SUMMARY_DELAY_MS)
+        self._summary_timer.timeout.connect(self.update_annotated_summary)
         self._build()
         self._connect_viewer()
         self.refresh_layers()
@@ -263,10 +269,13 @@ class SemisegWidget(QWidget):
     def _on_labels_changed(self, *args) -> None:
         layer = self.labels_layer
         if layer is not None and id(layer) not in self._watched_layers:
-            layer.events.paint.connect(self.update_annotated_summary)
-            layer.events.data.connect(self.update_annotated_summary)
+            layer.events.paint.connect(self._schedule_summary)
+            layer.events.data.connect(self._schedule_summary)
             self._watched_layers.add(id(layer))
         self.update_annotated_summary()
+
+    def _schedule_summary(self, event=None) -> None:
+        self._summary_timer.start()
 
     def scheme(self) -> AnnotationScheme:
         mode = AnnotationMode(self.mode_combo.currentData())
