@@ -47,6 +47,10 @@ def train(widget, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0, help="training time of each of the two runs")
+    parser.add_argument("--strategy", default="supervised",
+                        help="supervised trains from the first second; the default strategy registers first")
+    parser.add_argument("--small-steps", action="store_true",
+                        help="64-px patches, batch 4: more points on the curve when the machine is busy")
     parser.add_argument("--runs-dir", default=None, help="where models go (default: a fresh temporary folder)")
     parser.add_argument("--out-dir", default=str(ROOT / "resources" / "screenshots"))
     args = parser.parse_args()
@@ -60,6 +64,12 @@ def main() -> None:
 
     widget.versions_panel.set_store(VersionStore(runs_dir))
     viewer.window.resize(1600, 1000)
+    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
+    if args.small_steps:
+        from dataclasses import replace
+
+        full_config = widget.config
+        widget.config = lambda: replace(full_config(), patch_size=64, batch_size=4)
     annotations = viewer.layers["annotations"]
     tissue = load_sample_volumes()[1]
     paint(annotations, tissue, FIRST_RUN_SLICES)

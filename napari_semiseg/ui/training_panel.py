@@ -1,8 +1,8 @@
 """Parts of the training panel: the live loss / validation curve and the model-version list.
 
 The curve uses pyqtgraph: it draws with QPainter in the viewer's thread (no second OpenGL
-context beside napari's canvas) and an update costs about a millisecond, so a refresh every
-half second stays far inside the viewer's frame budget.
+context beside napari's canvas). Redraws are coalesced to one a second, and the axis ranges
+only grow in steps, so the axes (the costly part of a redraw) rarely lay out again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
@@ -28,6 +28,7 @@ from ..core.versions import ModelVersion, VersionError, VersionStore
 
 LOSS_COLOUR = "#4fa3e0"
 DICE_COLOUR = "#f0a030"
+REDRAW_MS = 1000  # the curve redraws at most once a second: each redraw costs the viewer a few ms
 
 
 class TrainingCurves(QWidget):
@@ -57,23 +58,50 @@ class TrainingCurves(QWidget):
         layout.addWidget(self.plot)
         self.loss_points: list[tuple[float, float]] = []
         self.dice_points: list[tuple[float, float]] = []
+        for item in (self.loss_plot, self.dice_plot):
+            item.disableAutoRange()
+        self._x_max = self._loss_max = 0.0
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self.redraw)
 
     def reset(self) -> None:
         """Empty both curves (a new run starts)."""
         self.loss_points.clear()
         self.dice_points.clear()
-        self.loss_curve.setData([], [])
-        self.dice_curve.setData([], [])
+        self._x_max = self._loss_max = 0.0
+        self.redraw()
 
     def add_loss(self, seconds: float, loss: float) -> None:
         if np.isfinite(loss):
             self.loss_points.append((seconds, loss))
-            self.loss_curve.setData(*np.array(self.loss_points).T)
+            self._schedule()
 
     def add_validation(self, seconds: float, dice: float) -> None:
         if np.isfinite(dice):
             self.dice_points.append((seconds, dice))
-            self.dice_curve.setData(*np.array(self.dice_points).T)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def redraw(self) -> None:
+        """Draw the points so far. Ranges only grow, in steps, so the axes rarely re-layout."""
+        for curve, points in ((self.loss_curve, self.loss_points), (self.dice_curve, self.dice_points)):
+            if points:
+                curve.setData(*np.array(points).T)
+            else:
+                curve.setData([], [])
+        latest = max([p[0] for p in self.loss_points[-1:] + self.dice_points[-1:]], default=0.0)
+        if latest > self._x_max or self._x_max == 0.0:
+            self._x_max = max(30.0, 1.5 * latest)
+            self.loss_plot.setXRange(0.0, self._x_max, padding=0)
+        highest = max((p[1] for p in self.loss_points), default=0.0)
+        if highest > self._loss_max or self._loss_max == 0.0:
+            self._loss_max = max(0.1, 1.3 * highest)
+            self.loss_plot.setYRange(0.0, self._loss_max, padding=0)
 
 
 class VersionsPanel(QGroupBox):

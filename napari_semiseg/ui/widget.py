@@ -475,10 +475,12 @@ class SemisegWidget(QWidget):
             return False
         index = [slice(None)] * 3
         index[event.axis] = event.slice_index
+        on_screen = painting_axis(self.viewer) == event.axis and \
+            current_slice(self.viewer, layers[0], event.axis) == event.slice_index
         for layer, values in zip(layers, (event.labels, event.certainty)):
             layer.data[tuple(index)] = values
-            if layer.visible:
-                layer.refresh()
+            if layer.visible and on_screen:  # another slice is read afresh when the user scrolls to it
+                layer.refresh(thumbnail=False, highlight=False, extent=False)
         return True
 
     def _show_prediction(self, event: VolumePredicted) -> None:

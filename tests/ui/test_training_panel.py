@@ -46,13 +46,16 @@ def test_device_message_says_what_was_found_and_refuses_a_missing_gpu(scene):
     assert "Choose 'auto' or 'cpu'" in _status(widget)
 
 
-def test_curve_follows_loss_and_validation_events(scene):
+def test_curve_follows_loss_and_validation_events(scene, qtbot):
     viewer, widget, labels = scene
     widget._handle(StepCompleted(10, 0.1, 0.9, {}, 2.0, 4.0))
     widget._handle(StepCompleted(20, 0.2, 0.7, {}, 4.0, 4.0))
     widget._handle(ValidationScored(20, 0.62, 2, 4.5))
     assert widget.curves.loss_points == [(2.0, 0.9), (4.0, 0.7)]
     assert widget.curves.dice_points == [(4.5, 0.62)]
+    qtbot.waitUntil(lambda: widget.curves.dice_curve.getData()[1] is not None
+                    and len(widget.curves.dice_curve.getData()[1]) == 1, timeout=5_000)  # redraws are coalesced
+    assert np.allclose(widget.curves.loss_curve.getData()[1], [0.9, 0.7])
     assert np.allclose(widget.curves.dice_curve.getData()[1], [0.62])
     assert "Validation Dice 0.620 on 2 held-out slices" in widget.validation_label.text()
 
