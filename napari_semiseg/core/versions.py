@@ -43,9 +43,8 @@ class ModelVersion:
     def describe(self) -> str:
         """One line for a list: id, time, strategy, slices seen, validation score."""
         score = "no validation" if self.validation_dice is None else f"val Dice {self.validation_dice:.3f}"
-        held = f", {len(self.held_out_slices)} held out" if self.held_out_slices else ""
-        return (f"v{self.id}  {self.created[11:16]}  {self.strategy}  {self.trained_slices} slices{held}  "
-                f"{score}  ({self.iterations} it)")
+        return (f"v{self.id}  {self.created[11:16]}  {self.strategy}  trained on {self.trained_slices} of "
+                f"{self.painted_slices} painted slices  {score}  ({self.iterations} it)")
 
 
 class VersionStore:

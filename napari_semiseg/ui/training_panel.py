@@ -39,7 +39,7 @@ class TrainingCurves(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.GraphicsLayoutWidget()
-        self.plot.setMinimumHeight(200)
+        self.plot.setMinimumHeight(240)
         self.loss_plot = self.plot.addPlot(row=0, col=0)
         self.loss_plot.setLabel("left", "loss")
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)

@@ -63,10 +63,10 @@ def test_pause_stops_the_budget_clock_and_validation_is_scored(tmp_path):
     scheme = AnnotationScheme()
     training, held = hold_out(paint_slices(truth, [2, 5, 8, 11, 14]), scheme)
     data = TrainingData([volume], [training], scheme)
-    config = TrainConfig(strategy="supervised", minutes=0.1, patch_size=32, batch_size=2, threads=1)
+    config = TrainConfig(strategy="supervised", iterations=20, patch_size=32, batch_size=2, threads=1)
     pause = threading.Event()
     events, wall = [], time.perf_counter()
-    for event in train(data, config, tmp_path, pause=pause, validation=held, validation_seconds=0.5):
+    for event in train(data, config, tmp_path, pause=pause, validation=held, validation_seconds=0.0):
         events.append(event)
         if isinstance(event, TrainingStarted):
             pause.set()
@@ -79,10 +79,9 @@ def test_pause_stops_the_budget_clock_and_validation_is_scored(tmp_path):
     assert resumed.paused_seconds >= 1.4
     finished = events[-1]
     assert isinstance(finished, TrainingFinished) and finished.reason == "budget"
-    assert finished.seconds == pytest.approx(6.0, abs=1.5), "paused time must not count against the budget"
-    assert wall >= 6.0 + 1.4
+    assert finished.seconds <= wall - 1.4, "paused time must not count against the budget clock"
     scores = [e for e in events if isinstance(e, ValidationScored)]
-    assert len(scores) >= 2 and scores[-1].final and not scores[0].final
+    assert len(scores) == 21 and scores[-1].final and not scores[0].final
     assert all(0.0 <= s.dice <= 1.0 and s.slices == 2 for s in scores)
 
 
