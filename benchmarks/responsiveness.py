@@ -49,7 +49,9 @@ def paint_reference_slices(annotations, tissue) -> None:
 
 def steady_throughput(steps: list[StepCompleted], batch_size: int, skip_seconds: float = 5.0) -> float:
     """Slices per second between the first step event after ``skip_seconds`` of training and the last."""
-    steady = [s for s in steps if s.seconds >= skip_seconds] or steps
+    steady = [s for s in steps if s.seconds >= skip_seconds]
+    if len(steady) < 2:
+        steady = steps
     if len(steady) < 2:
         return float("nan")
     first, last = steady[0], steady[-1]
@@ -158,8 +160,14 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
     from napari_semiseg._sample_data import load_sample_volumes
     from napari_semiseg.ui.launch import open_demo, settle_window
 
+    import tempfile
+
+    from napari_semiseg.core.versions import VersionStore
+
     viewer, widget = open_demo(run=False)
     viewer.window.resize(1500, 950)
+    widget.runs_dir = Path(tempfile.mkdtemp(prefix="semiseg-bench-"))  # keep the user's runs folder clean
+    widget.versions_panel.set_store(VersionStore(widget.runs_dir))
     annotations = viewer.layers["annotations"]
     paint_reference_slices(annotations, load_sample_volumes()[1])
     viewer.dims.set_current_step(0, 40)
@@ -255,3 +263,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: Qt/vispy objects freed in the wrong order can abort it
