@@ -197,6 +197,7 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
     annotator.stop()
     training["slices_per_second"] = steady_throughput(steps, widget.config().batch_size)
     training["strokes_painted"] = annotator.dabs // DABS_PER_STROKE
+    training["iterations"] = steps[-1].iteration if steps else 0
     widget.close()
     viewer.close()
     return idle, training, job
