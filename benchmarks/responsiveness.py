@@ -225,6 +225,17 @@ def _run_event_loop_until(done) -> None:
     check.stop()
 
 
+def _without_nan(value):
+    """NaN (nothing measured) becomes null: the file stays standard JSON."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="training time of each run")
@@ -257,7 +268,7 @@ def main() -> None:
         "note": args.note,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(_without_nan(result), indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("max_gap_ms", "p99_gap_ms", "throughput_ratio")}),
           "idle:", idle, "with viewer:", training, "headless:", headless, sep="\n")
 
