@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -45,7 +44,11 @@ class TrainingCurves(QWidget):
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
         self.dice_plot = self.plot.addPlot(row=1, col=0)
         self.dice_plot.setLabel("left", "val Dice")
-        self.dice_plot.setLabel("bottom", "training time", units="s")
+        self.dice_plot.setLabel("bottom", "training time (s)")
+        self.dice_plot.getAxis("bottom").setHeight(36)
+        for axis in ("left", "bottom"):
+            self.loss_plot.getAxis(axis).enableAutoSIPrefix(False)
+            self.dice_plot.getAxis(axis).enableAutoSIPrefix(False)
         self.dice_plot.setYRange(0.0, 1.0)
         self.dice_plot.showGrid(x=True, y=True, alpha=0.2)
         self.dice_plot.setXLink(self.loss_plot)
