@@ -71,3 +71,31 @@ def set_threads(threads: int) -> int:
     count = threads if threads > 0 else (os.cpu_count() or 1)
     torch.set_num_threads(count)
     return count
+
+
+def device_status(name: str = "auto") -> tuple[bool, str]:
+    """Whether training can run on the chosen device, and one line saying what it will use.
+
+    A GPU that torch sees but cannot run on (driver too old, unsupported card) is tried
+    with one small operation, so the message comes before training starts, not during it.
+    """
+    try:
+        device = resolve_device(name)
+    except DeviceError as error:
+        return False, str(error)
+    if device.type == "cpu":
+        cores = os.cpu_count() or 1
+        if name == "auto":
+            return True, (f"No GPU found (CUDA build: {torch.version.cuda or 'no'}): training runs on the CPU, "
+                          f"{cores} cores, one left to the viewer. Expect minutes, not seconds.")
+        return True, f"CPU, {cores} cores (one left to the viewer)."
+    try:
+        (torch.ones(2, device=device) * 2).sum().item()
+    except Exception as error:  # any failure here means the GPU is unusable for training
+        return False, (f"{device.type.upper()} was found but cannot run torch ({_first_line(error)}). "
+                       "Choose 'cpu', or update the GPU driver / torch build.")
+    return True, describe_devices() if device.type == "cuda" else "Apple MPS."
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -81,3 +81,27 @@ class TrainingFailed:
 class PredictionProgress:
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class TrainingPaused:
+    """Training holds before this iteration; the budget clock stops until it resumes."""
+
+    iteration: int
+
+
+@dataclass(frozen=True)
+class TrainingResumed:
+    iteration: int
+    paused_seconds: float
+
+
+@dataclass(frozen=True)
+class ValidationScored:
+    """Foreground Dice on the held-out painted slices; ``final`` for the saved model's score."""
+
+    iteration: int
+    dice: float
+    slices: int
+    seconds: float
+    final: bool = False

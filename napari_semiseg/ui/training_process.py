@@ -2,7 +2,9 @@
 
 The child runs the core's training generator (and a final whole-volume prediction) and
 sends each event through a queue. It runs at a lower priority with one fewer thread than
-there are cores, so painting and scrolling keep a core. Nothing here imports Qt.
+there are cores, so painting and scrolling keep a core. It stays alive between jobs (its
+start-up, mostly importing torch, takes ~6 s), taking training and prediction jobs from a
+queue one at a time. Nothing here imports Qt.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 from ..core.config import TrainConfig
 from ..core.engine import TrainingData
 from ..core.events import TrainingFailed, TrainingFinished
+from ..core.validation import HeldOutSlices
+from ..core.volume import Volume
 
 log = logging.getLogger(__name__)
 CHILD_NICENESS = 10
@@ -33,6 +37,7 @@ class VolumePredicted:
     certainty: np.ndarray
     disagreement: np.ndarray
     model_path: str
+    tag: str = "training"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,23 @@ class TrainingJob:
     out_dir: str
     resume_from: str | None = None
     predict_volume_index: int | None = 0
+    validation: HeldOutSlices | None = None
+
+
+@dataclass(frozen=True)
+class PredictionJob:
+    """Predict a volume with a saved model; the result comes back as :class:`VolumePredicted`."""
+
+    model_path: str
+    volume: Volume
+    tag: str
+    volume_index: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """The child finished a job (after its last event) and waits for the next one."""
 
 
 def background_threads() -> int:
@@ -49,18 +71,35 @@ def background_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def _child_main(job: TrainingJob, events, stop, preview_slice) -> None:
+def _child_main(jobs, events, stop, pause, preview_slice) -> None:
     try:
         os.nice(CHILD_NICENESS)
     except OSError:
         pass
-    try:
-        _run_job(job, events, stop, preview_slice)
-    except BaseException as error:  # the parent must hear about every failure
-        events.put(TrainingFailed(str(error) or type(error).__name__, traceback.format_exc()))
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        try:
+            if isinstance(job, PredictionJob):
+                _run_prediction(job, events)
+            else:
+                _run_job(job, events, stop, pause, preview_slice)
+        except BaseException as error:  # the parent must hear about every failure
+            events.put(TrainingFailed(str(error) or type(error).__name__, traceback.format_exc()))
+        events.put(JobEnded())
 
 
-def _run_job(job: TrainingJob, events, stop, preview_slice) -> None:
+def _run_prediction(job: PredictionJob, events) -> None:
+    from ..core.model import load_model
+    from ..core.predict import predict_volume
+
+    prediction = predict_volume(load_model(job.model_path, job.device), job.volume)
+    events.put(VolumePredicted(job.volume_index, prediction.labels, prediction.certainty,
+                               prediction.disagreement, job.model_path, job.tag))
+
+
+def _run_job(job: TrainingJob, events, stop, pause, preview_slice) -> None:
     from ..core.engine import train
     from ..core.engine.checkpoint import load_checkpoint
     from ..core.model import load_model
@@ -72,7 +111,9 @@ def _run_job(job: TrainingJob, events, stop, preview_slice) -> None:
 
     initial = load_checkpoint(job.resume_from) if job.resume_from else None
     finished = None
-    for event in train(job.data, job.config, job.out_dir, stop, requested_slice, initial_checkpoint=initial):
+    run = train(job.data, job.config, job.out_dir, stop, requested_slice, initial_checkpoint=initial,
+                pause=pause, validation=job.validation)
+    for event in run:
         if isinstance(event, TrainingFinished):
             finished = event
             continue
@@ -88,20 +129,42 @@ def _run_job(job: TrainingJob, events, stop, preview_slice) -> None:
 
 
 class TrainingProcess:
-    """Runs one :class:`TrainingJob` in a spawned process and relays its events."""
+    """A spawned worker process that runs jobs one at a time and relays their events.
 
-    def __init__(self, job: TrainingJob):
+    ``TrainingProcess(job)`` queues a first job; :meth:`submit` queues more on the same process
+    (no new start-up). :attr:`running` is true while a job is queued or running.
+    """
+
+    def __init__(self, job: TrainingJob | PredictionJob | None = None):
         context = mp.get_context("spawn")
+        self._jobs = context.Queue()
         self._events = context.Queue()
         self._stop = context.Event()
+        self._pause = context.Event()
         self._preview_slice = context.Array("i", [0, -1], lock=False)
         self._process = context.Process(
-            target=_child_main, args=(job, self._events, self._stop, self._preview_slice), daemon=True
+            target=_child_main, args=(self._jobs, self._events, self._stop, self._pause, self._preview_slice),
+            daemon=True,
         )
-        self._ended = False
+        self._outstanding = 0
+        self._dead = False
+        if job is not None:
+            self.submit(job)
 
     def start(self) -> None:
-        self._process.start()
+        """Start the process (once); jobs queued before or after run in order."""
+        if self._process.pid is None:
+            self._process.start()
+
+    def submit(self, job: TrainingJob | PredictionJob) -> None:
+        """Queue a job; a new job clears the previous one's stop and pause requests."""
+        if self._dead:
+            raise RuntimeError("The training process has ended; start a new one.")
+        if self._outstanding == 0:
+            self._stop.clear()
+            self._pause.clear()
+        self._jobs.put(job)
+        self._outstanding += 1
 
     def request_preview(self, volume_index: int, slice_index: int) -> None:
         """Ask the child to preview this slice (read at its next preview time)."""
@@ -109,8 +172,19 @@ class TrainingProcess:
         self._preview_slice[1] = slice_index
 
     def stop(self) -> None:
-        """Ask the child to finish its current step, save the model and end."""
+        """Ask the child to finish its current step, save the model and end the job."""
         self._stop.set()
+
+    def pause(self) -> None:
+        """Hold training before its next step (the child sleeps; the budget clock stops)."""
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
 
     def kill(self) -> None:
         """End the child at once (its last checkpoint stays on disk)."""
@@ -118,9 +192,24 @@ class TrainingProcess:
             self._process.kill()
         self._process.join(timeout=5)
 
+    def close(self) -> None:
+        """Let an idle child exit; a busy one is killed."""
+        if self._outstanding or not self._process.is_alive():
+            self.kill()
+        else:
+            self._jobs.put(None)
+            self._process.join(timeout=5)
+        self._dead = True
+
     @property
     def running(self) -> bool:
-        return not self._ended
+        """A job is queued or running."""
+        return self._outstanding > 0 and not self._dead
+
+    @property
+    def alive(self) -> bool:
+        """The process can take another job."""
+        return not self._dead and (self._process.pid is None or self._process.exitcode is None)
 
     @property
     def pid(self) -> int | None:
@@ -131,20 +220,28 @@ class TrainingProcess:
         events = []
         while len(events) < limit:
             try:
-                events.append(self._events.get_nowait())
+                event = self._events.get_nowait()
             except queue.Empty:
                 break
-        if not events and not self._ended and self._process.exitcode is not None:
+            if isinstance(event, JobEnded):
+                self._outstanding = max(0, self._outstanding - 1)
+            else:
+                events.append(event)
+        if not events and not self._dead and self._process.exitcode is not None:
             late = self._late_event()
             if late is None:
-                self._finish()
-                return [TrainingFailed(
-                    f"The training process ended unexpectedly (exit code {self._process.exitcode}). Your "
-                    "annotations are untouched; the last checkpoint is kept. Start training again to continue."
-                )]
+                self._dead = True
+                if self._outstanding:
+                    self._outstanding = 0
+                    return [TrainingFailed(
+                        f"The training process ended unexpectedly (exit code {self._process.exitcode}). Your "
+                        "annotations are untouched; the last checkpoint is kept. Start training again to continue."
+                    )]
+                return []
+            if isinstance(late, JobEnded):
+                self._outstanding = max(0, self._outstanding - 1)
+                return []
             events = [late]
-        if any(isinstance(e, (TrainingFinished, TrainingFailed)) for e in events):
-            self._finish()
         return events
 
     def _late_event(self):
@@ -153,7 +250,3 @@ class TrainingProcess:
             return self._events.get(timeout=0.5)
         except queue.Empty:
             return None
-
-    def _finish(self) -> None:
-        self._ended = True
-        self._process.join(timeout=2)

@@ -29,10 +29,22 @@ from qtpy.QtWidgets import (
 from .._writer import write_labels
 from ..core.annotations import AnnotationError, AnnotationMode, AnnotationScheme, annotated_slices
 from ..core.config import TrainConfig
-from ..core.device import describe_devices
+from ..core.device import device_status
 from ..core.engine import TrainingData
 from ..core.engine.presets import PRESETS
-from ..core.events import PreviewReady, PseudoLabelsReady, StepCompleted, TrainingFailed, TrainingFinished, TrainingStarted
+from ..core.events import (
+    PreviewReady,
+    PseudoLabelsReady,
+    StepCompleted,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingPaused,
+    TrainingResumed,
+    TrainingStarted,
+    ValidationScored,
+)
+from ..core.validation import MIN_ANNOTATED_FOR_HOLDOUT, hold_out, painting_plateau
+from ..core.versions import ModelVersion, VersionError, VersionStore
 from ..core.volume import VolumeError
 from .layers import (
     AXIS_NAMES,
@@ -49,10 +61,12 @@ from .layers import (
 from .project_panel import ProjectPanel
 from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
 from .review_panel import PROVENANCE_LAYER, REVIEW_LAYER, ReviewPanel
-from .training_process import TrainingJob, TrainingProcess, VolumePredicted, background_threads
+from .training_panel import TrainingCurves, VersionsPanel, held_out_note
+from .training_process import PredictionJob, TrainingJob, TrainingProcess, VolumePredicted, background_threads
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
+SUMMARY_DELAY_MS = 300
 DEFAULT_STRATEGY = "registration_supervised"
 CHECKPOINT_SECONDS = 20.0  # a killed training process loses at most this much work
 
@@ -69,13 +83,21 @@ class SemisegWidget(QWidget):
         self.prediction: np.ndarray | None = None
         self._job_axis = 0
         self.checkpoint_seconds = CHECKPOINT_SECONDS
+        self._job_record: dict | None = None
+        self._validation_dice: float | None = None
         self._watched_layers: set[int] = set()
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
+        # a paint event per stroke would rescan the whole volume; one rescan after a burst suffices
+        self._summary_timer = QTimer(self)
+        self._summary_timer.setSingleShot(True)
+        self._summary_timer.setInterval(SUMMARY_DELAY_MS)
+        self._summary_timer.timeout.connect(self.update_annotated_summary)
         self._build()
         self._connect_viewer()
         self.refresh_layers()
+        self._continue_from_current_version()
 
     # ----- construction -------------------------------------------------------------
     def _build(self) -> None:
@@ -84,6 +106,9 @@ class SemisegWidget(QWidget):
         layout.addWidget(self.project_panel)
         layout.addWidget(self._data_box())
         layout.addWidget(self._training_box())
+        self.versions_panel = VersionsPanel(VersionStore(self.runs_dir), self.load_version, self.compare_versions,
+                                            self._rolled_back, self._say)
+        layout.addWidget(self.versions_panel)
         layout.addWidget(self._review_box())
         self.propagation = PropagationPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer, self._say)
         layout.addWidget(self.propagation)
@@ -134,8 +159,10 @@ class SemisegWidget(QWidget):
         self.strategy_combo.setCurrentIndex(max(0, self.strategy_combo.findData(DEFAULT_STRATEGY)))
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.device_label = QLabel(describe_devices())
+        self.device_label = QLabel()
         self.device_label.setWordWrap(True)
+        self.device_combo.currentTextChanged.connect(self._update_device_message)
+        self._update_device_message()
         self.budget_spin = QDoubleSpinBox()
         self.budget_spin.setRange(0.1, 100000)
         self.budget_spin.setDecimals(1)
@@ -150,9 +177,16 @@ class SemisegWidget(QWidget):
         self.start_button = QPushButton("Start training")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Hold training (no CPU used, budget clock stopped); press again to resume")
+        self.pause_button.setEnabled(False)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
+        buttons.addWidget(self.pause_button)
         buttons.addWidget(self.stop_button)
+        self.curves = TrainingCurves()
+        self.validation_label = QLabel(f"Paint at least {MIN_ANNOTATED_FOR_HOLDOUT} slices to get a validation score.")
+        self.validation_label.setWordWrap(True)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
@@ -166,8 +200,11 @@ class SemisegWidget(QWidget):
         form.addRow(buttons)
         form.addRow(self.progress_bar)
         form.addRow(self.status_label)
+        form.addRow(self.curves)
+        form.addRow(self.validation_label)
         self.start_button.clicked.connect(self.start_training)
         self.stop_button.clicked.connect(self.stop_training)
+        self.pause_button.clicked.connect(self.toggle_pause)
         return box
 
     def _review_box(self) -> QGroupBox:
@@ -243,10 +280,13 @@ class SemisegWidget(QWidget):
     def _on_labels_changed(self, *args) -> None:
         layer = self.labels_layer
         if layer is not None and id(layer) not in self._watched_layers:
-            layer.events.paint.connect(self.update_annotated_summary)
-            layer.events.data.connect(self.update_annotated_summary)
+            layer.events.paint.connect(self._schedule_summary)
+            layer.events.data.connect(self._schedule_summary)
             self._watched_layers.add(id(layer))
         self.update_annotated_summary()
+
+    def _schedule_summary(self, event=None) -> None:
+        self._summary_timer.start()
 
     def scheme(self) -> AnnotationScheme:
         mode = AnnotationMode(self.mode_combo.currentData())
@@ -283,6 +323,11 @@ class SemisegWidget(QWidget):
         if self.process is not None and self.process.running:
             show_info("Training is already running.")
             return False
+        ok, message = device_status(self.device_combo.currentText())
+        if not ok:
+            self._say(message)
+            show_error(message)
+            return False
         try:
             job = self._make_job()
         except (AnnotationError, VolumeError, ValueError) as error:
@@ -290,15 +335,40 @@ class SemisegWidget(QWidget):
             show_error(str(error))
             return False
         self._job_axis = job.data.scheme.axis
-        self.process = TrainingProcess(job)
-        self.process.start()
+        self._submit(job)
         self._request_preview()
-        self._timer.start()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.pause_button.setEnabled(True)
+        self.pause_button.setText("Pause")
         self.progress_bar.setValue(0)
+        self.curves.reset()
+        self._validation_dice = None
+        self.validation_label.setText(held_out_note(self._job_record["held_out"], self._job_record["painted"],
+                                                    MIN_ANNOTATED_FOR_HOLDOUT))
         self._say("Starting the training process...")
         return True
+
+    def _submit(self, job) -> None:
+        """Run a job on the worker process, starting one if none is alive (start-up ~6 s)."""
+        if self.process is None or not self.process.alive:
+            self.process = TrainingProcess()
+            self.process.start()
+        self.process.submit(job)
+        self._timer.start()
+
+    def toggle_pause(self) -> None:
+        """Pause a running training (it idles, its budget clock stops) or resume it."""
+        if self.process is None or not self.process.running:
+            return
+        if self.process.paused:
+            self.process.resume()
+            self.pause_button.setText("Pause")
+            self._say("Resuming...")
+        else:
+            self.process.pause()
+            self.pause_button.setText("Resume")
+            self._say("Pausing after the current step...")
 
     def _make_job(self) -> TrainingJob:
         image, labels = self.image_layer, self.labels_layer
@@ -306,11 +376,19 @@ class SemisegWidget(QWidget):
             raise ValueError("Choose an image layer and a labels layer (or create one with New).")
         volume = volume_from_layer(image)
         painted = np.array(labels.data, copy=True)
-        data = TrainingData([volume], [painted], self.scheme())
-        data.check()
+        scheme = self.scheme()
+        TrainingData([volume], [painted], scheme).check()
+        rotation = len(self.versions_panel.store.versions())  # held-out slices rotate between runs
+        training, held_out = hold_out(painted, scheme, rotation=rotation)
+        data = TrainingData([volume], [training], scheme)
         run_dir = self.runs_dir / time.strftime("%Y%m%d-%H%M%S")
         resume = self.last_model if self.continue_check.isChecked() and self.last_model else None
-        return TrainingJob(data, self.config(), str(run_dir), resume_from=resume)
+        config = self.config()
+        count = len(annotated_slices(painted, scheme.axis))
+        held = held_out.slice_indices if held_out is not None else ()
+        self._job_record = {"strategy": config.strategy, "painted": count, "held_out": held,
+                            "trained": count - len(held)}
+        return TrainingJob(data, config, str(run_dir), resume_from=resume, validation=held_out)
 
     def stop_training(self) -> None:
         """Ask training to stop after its current step; the model so far is kept."""
@@ -336,6 +414,8 @@ class SemisegWidget(QWidget):
             self._timer.stop()
             self.start_button.setEnabled(True)
             self.stop_button.setEnabled(False)
+            self.pause_button.setEnabled(False)
+            self.pause_button.setText("Pause")
 
     def _handle(self, event) -> None:
         if isinstance(event, TrainingStarted):
@@ -345,7 +425,17 @@ class SemisegWidget(QWidget):
             self._say(f"Registration pseudo-labels ready ({event.source}, {event.seconds:.1f} s); training...")
         elif isinstance(event, StepCompleted):
             self.progress_bar.setValue(int(event.progress * 1000))
+            self.curves.add_loss(event.seconds, event.loss)
             self._say(f"Iteration {event.iteration}, loss {event.loss:.3f}, {event.slices_per_second:.1f} slices/s")
+        elif isinstance(event, ValidationScored):
+            self.curves.add_validation(event.seconds, event.dice)
+            self._validation_dice = event.dice
+            self.validation_label.setText(f"Validation Dice {event.dice:.3f} on {event.slices} held-out slices "
+                                          f"(iteration {event.iteration}).")
+        elif isinstance(event, TrainingPaused):
+            self._say(f"Paused at iteration {event.iteration}; press Resume to continue.")
+        elif isinstance(event, TrainingResumed):
+            self._say(f"Resumed after {event.paused_seconds:.0f} s.")
         elif isinstance(event, PreviewReady):
             self._show_preview(event)
         elif isinstance(event, VolumePredicted):
@@ -355,6 +445,8 @@ class SemisegWidget(QWidget):
             self.last_model = event.model_path
             self.review.note_model(iteration=event.iteration)
             self.continue_check.setEnabled(True)
+            self.continue_check.setChecked(True)
+            self._record_version(event)
             verb = "Stopped" if event.reason == "stopped" else "Finished"
             members = ", ".join(f"{name} {value:.2f}" for name, value in event.member_dice.items())
             detail = f" Dice on painted slices: {members}." if len(event.member_dice) > 1 else ""
@@ -371,6 +463,8 @@ class SemisegWidget(QWidget):
         if image is None:
             return
         shape = image.data.shape
+        if self._update_preview_in_place(event, shape):
+            return
         prediction = self.viewer.layers[PREDICTION_LAYER].data if PREDICTION_LAYER in self.viewer.layers else None
         if prediction is None or prediction.shape != shape:
             prediction = np.zeros(shape, dtype=np.int32)
@@ -383,7 +477,32 @@ class SemisegWidget(QWidget):
         certainty[tuple(index)] = event.certainty
         self._show_layers(prediction, certainty)
 
+    def _update_preview_in_place(self, event: PreviewReady, shape: tuple[int, ...]) -> bool:
+        """Write the previewed slice into the existing layers and redraw only them.
+
+        Replacing a layer's data makes napari re-check the whole volume (dims, thumbnail,
+        contrast), a stall the user feels while painting; an in-place write does not.
+        """
+        layers = [self.viewer.layers[name] if name in self.viewer.layers else None
+                  for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
+        if any(layer is None or layer.data.shape != shape for layer in layers):
+            return False
+        index = [slice(None)] * 3
+        index[event.axis] = event.slice_index
+        on_screen = painting_axis(self.viewer) == event.axis and \
+            current_slice(self.viewer, layers[0], event.axis) == event.slice_index
+        for layer, values in zip(layers, (event.labels, event.certainty)):
+            layer.data[tuple(index)] = values
+            if layer.visible and on_screen:  # another slice is read afresh when the user scrolls to it
+                layer.refresh(thumbnail=False, highlight=False, extent=False)
+        return True
+
     def _show_prediction(self, event: VolumePredicted) -> None:
+        if event.tag.startswith("compare:"):
+            image = self.image_layer
+            if image is not None:
+                upsert_layer(self.viewer, event.tag.split(":", 1)[1], event.labels, "labels", image, opacity=0.5)
+            return
         self.prediction = event.labels
         self._show_layers(event.labels, event.certainty)
         self._set_review_enabled(True)
@@ -397,6 +516,57 @@ class SemisegWidget(QWidget):
         layer.refresh()
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer
+
+    # ----- model versions -----------------------------------------------------------
+    def _record_version(self, event: TrainingFinished) -> None:
+        record = self._job_record or {}
+        store = self.versions_panel.store
+        store.add(event.model_path, strategy=record.get("strategy", "?"), iterations=event.iteration,
+                  painted_slices=record.get("painted", 0), trained_slices=record.get("trained", 0),
+                  held_out_slices=record.get("held_out", ()), validation_dice=self._validation_dice,
+                  reason=event.reason)
+        self.versions_panel.refresh()
+        plateau = painting_plateau(store.history())
+        if plateau:
+            self.validation_label.setText(plateau)
+
+    def load_version(self, version: ModelVersion) -> bool:
+        """Predict the image with a saved version; the result becomes the acceptable prediction."""
+        return self._predict_with(version, "load")
+
+    def compare_versions(self, first: ModelVersion, second: ModelVersion) -> bool:
+        """Predict with two versions into two labels layers, 'version vN', to compare as overlays."""
+        return self._predict_with(first, f"compare:version v{first.id}") and \
+            self._predict_with(second, f"compare:version v{second.id}")
+
+    def _predict_with(self, version: ModelVersion, tag: str) -> bool:
+        image = self.image_layer
+        if image is None:
+            self._say("Choose the image to predict first.")
+            return False
+        job = PredictionJob(str(self.versions_panel.store.path_of(version)), volume_from_layer(image), tag,
+                            device=self.device_combo.currentText())
+        self._submit(job)
+        self._say(f"Predicting with v{version.id}...")
+        return True
+
+    def _rolled_back(self, version: ModelVersion) -> None:
+        self.last_model = str(self.versions_panel.store.path_of(version))
+        self.continue_check.setEnabled(True)
+        self.continue_check.setChecked(True)
+        self._say(f"v{version.id} is the current model: the next training continues from it.")
+
+    def _continue_from_current_version(self) -> None:
+        try:
+            current = self.versions_panel.store.current()
+        except VersionError:
+            return
+        if current is not None and self.versions_panel.store.path_of(current).exists():
+            self._rolled_back(current)
+
+    def _update_device_message(self, *args) -> None:
+        ok, message = device_status(self.device_combo.currentText())
+        self.device_label.setText(message if ok else f"⚠ {message}")
 
     # ----- review -------------------------------------------------------------------
     def _set_review_enabled(self, enabled: bool) -> None:
@@ -457,7 +627,7 @@ class SemisegWidget(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.project_panel.save_now()
-        if self.process is not None and self.process.running:
-            self.process.kill()
+        if self.process is not None:
+            self.process.close()
         self.review.close_callbacks()
         super().closeEvent(event)

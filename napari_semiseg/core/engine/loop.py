@@ -19,11 +19,21 @@ import torch
 from ..annotations import IGNORE, AnnotationScheme, check_label_array, check_trainable, to_targets
 from ..config import TrainConfig
 from ..device import resolve_device, set_threads, tune_cpu_allocator
-from ..events import CheckpointSaved, PreviewReady, StepCompleted, TrainingFinished, TrainingStarted
 from ..memory import OutOfMemory, is_out_of_memory, release_memory, voxels_that_fit
+from ..events import (
+    CheckpointSaved,
+    PreviewReady,
+    StepCompleted,
+    TrainingFinished,
+    TrainingPaused,
+    TrainingResumed,
+    TrainingStarted,
+    ValidationScored,
+)
 from ..metrics import dice, mean_ignoring_absent
 from ..model import TrainedModel
 from ..predict import predict_slices
+from ..validation import HeldOutSlices, ValidationScorer
 from ..volume import Volume, check_image_usable
 from .checkpoint import save_checkpoint
 from .data import BatchSampler, build_training_slices, normalise_intensity
@@ -40,6 +50,7 @@ from .views import strong_view
 log = logging.getLogger(__name__)
 
 STEP_EVENT_SECONDS = 0.5
+PAUSE_POLL_SECONDS = 0.1
 REGISTRATION_MIN_QUALITY = 0.5
 MEMBER_DICE_MARGIN = 0.1
 PreviewRequest = Callable[[], "tuple[int, int] | None"]
@@ -85,6 +96,10 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    def exclude(self, seconds: float) -> None:
+        """Take a pause out of the clock."""
+        self.started += seconds
+
     def progress(self, iteration: int) -> float:
         if self.iterations is not None:
             return min(iteration / self.iterations, 1.0)
@@ -102,6 +117,9 @@ def train(
     preview_request: PreviewRequest | None = None,
     preview_seconds: float = 3.0,
     initial_checkpoint: dict | None = None,
+    pause: StopFlag | None = None,
+    validation: HeldOutSlices | None = None,
+    validation_seconds: float = 5.0,
 ) -> Iterator[object]:
     """Train a model and yield events; the last one is :class:`TrainingFinished`.
 
@@ -112,6 +130,9 @@ def train(
         stop: a flag (``threading.Event``, ``multiprocessing.Event``) checked every step.
         preview_request: returns ``(volume index, slice index)`` to preview, or None.
         initial_checkpoint: a loaded checkpoint to continue from (same strategy and classes).
+        pause: while this flag is set, training idles (sleeping) and its budget clock stops.
+        validation: painted slices kept out of ``data``, scored every ``validation_seconds``
+            and once more for the saved model (:class:`ValidationScored`).
     """
     stop = stop or _NeverStop()
     label_values = data.check()
@@ -144,9 +165,12 @@ def train(
         config.iterations, config.minutes,
     )
     run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir), terms, iteration)
-    last_step_event = last_preview = last_checkpoint = time.perf_counter()
+    scorer = _validation_scorer(run, validation)
+    last_step_event = last_preview = last_checkpoint = last_validation = time.perf_counter()
     start_iteration, reason = iteration, "budget"
     while not budget.done(iteration - start_iteration):
+        if pause is not None and pause.is_set():
+            yield from _hold(pause, stop, budget, iteration)
         if stop.is_set():
             reason = "stopped"
             break
@@ -164,9 +188,14 @@ def train(
             preview = run.preview(iteration, preview_request())
             if preview is not None:
                 yield preview
+        if scorer is not None and now - last_validation >= validation_seconds:
+            yield _validate(run, scorer, iteration, budget)
+            last_validation = time.perf_counter()
         if now - last_checkpoint >= config.checkpoint_seconds:
             last_checkpoint = now
             yield CheckpointSaved(iteration, str(run.save("checkpoint.pt", iteration)))
+    if scorer is not None:
+        yield _validate(run, scorer, iteration, budget, final=True)
     member_dice = run.member_dice_on_painted(slices)
     model_path = run.save("model.pt", iteration, member_dice)
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
@@ -191,6 +220,28 @@ def _step_within_memory(run: "_Run", sampler: BatchSampler, progress: float) -> 
                     f"and these volumes have {voxels:,}."
                 ) from None
             log.warning("out of memory: continuing with %d slices per step", sampler.batch_size)
+def _hold(pause: StopFlag, stop: StopFlag, budget: Budget, iteration: int) -> Iterator[object]:
+    """Sleep while paused (no CPU used), keeping the pause out of the budget clock."""
+    yield TrainingPaused(iteration)
+    started = time.perf_counter()
+    while pause.is_set() and not stop.is_set():
+        time.sleep(PAUSE_POLL_SECONDS)
+    paused = time.perf_counter() - started
+    budget.exclude(paused)
+    yield TrainingResumed(iteration, paused)
+
+
+def _validation_scorer(run: "_Run", validation: HeldOutSlices | None) -> ValidationScorer | None:
+    if validation is None or not 0 <= validation.volume_index < len(run.data.volumes):
+        return None
+    return ValidationScorer(validation, run._normalised(validation.volume_index), run.data.scheme, run.label_values)
+
+
+def _validate(run: "_Run", scorer: ValidationScorer, iteration: int, budget: Budget, final: bool = False):
+    for member in run.members:
+        member.network.eval()
+    score = scorer.score(run.model(iteration))
+    return ValidationScored(iteration, score, len(scorer.held_out.slice_indices), budget.elapsed, final)
 
 
 def _training_slices(data: TrainingData, label_values: tuple[int, ...], seed: int, pseudo=None):
