@@ -26,6 +26,7 @@ from ..predict import predict_slices
 from ..volume import Volume, check_image_usable
 from .checkpoint import save_checkpoint
 from .data import BatchSampler, build_training_slices, normalise_intensity
+from .distributed import from_environment
 from .members import Member, build_members
 from .presets import StrategyPreset, get_preset
 from .pseudo_labels import registration_pseudo_labels
@@ -111,10 +112,22 @@ def train(
     stop = stop or _NeverStop()
     label_values = data.check()
     preset = get_preset(config.strategy)
-    device = resolve_device(config.device)
+    distributed = from_environment(config.device)  # None unless started by torchrun
+    try:
+        yield from _train(data, config, out_dir, stop, preview_request, preview_seconds, initial_checkpoint,
+                          label_values, preset, distributed)
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _train(data, config, out_dir, stop, preview_request, preview_seconds, initial_checkpoint, label_values,
+           preset, distributed) -> Iterator[object]:
+    device = distributed.device if distributed else resolve_device(config.device)
+    is_main = distributed is None or distributed.is_main
     if device.type == "cpu":
         tune_cpu_allocator()
-        set_threads(config.threads)
+        set_threads(distributed.threads(config.threads) if distributed else config.threads)
     torch.manual_seed(config.seed)
     budget = Budget(config)  # registration counts against the budget: the user waits for it too
     pseudo = None
@@ -128,22 +141,31 @@ def train(
     members = build_members(preset, len(label_values), config.network_size, device, config.seed)
     optimizer = _optimizer(members)
     iteration = _restore(initial_checkpoint, members, optimizer, label_values)
+    rank_seed = distributed.seed_offset if distributed else 0
+    if distributed:
+        torch.manual_seed(config.seed + rank_seed)  # different dropout on each rank's different batches
     sampler = BatchSampler(
-        slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment, config.seed + iteration
+        slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment,
+        config.seed + iteration + rank_seed,
     )
     annotated, unannotated = slices.counts
     yield TrainingStarted(
         preset.name, str(device), label_values, annotated, unannotated if sampler.use_unannotated else 0,
         config.iterations, config.minutes,
     )
-    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir))
+    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir),
+               wrap=distributed.wrap if distributed else None)
     last_step_event = last_preview = last_checkpoint = time.perf_counter()
     start_iteration, reason = iteration, "budget"
-    while not budget.done(iteration - start_iteration):
-        if stop.is_set():
+    while True:
+        progress, stopped = budget.progress(iteration - start_iteration), stop.is_set()
+        if distributed:  # every rank uses the same schedules and stops at the same iteration
+            progress, stopped = distributed.agree(progress, stopped)
+        if progress >= 1.0:
+            break
+        if stopped:
             reason = "stopped"
             break
-        progress = budget.progress(iteration - start_iteration)
         losses = run.step(sampler.sample(), progress)
         iteration += 1
         now = time.perf_counter()
@@ -157,11 +179,16 @@ def train(
             preview = run.preview(iteration, preview_request())
             if preview is not None:
                 yield preview
-        if now - last_checkpoint >= config.checkpoint_seconds:
+        if now - last_checkpoint >= config.checkpoint_seconds and is_main:
             last_checkpoint = now
             yield CheckpointSaved(iteration, str(run.save("checkpoint.pt", iteration)))
+    if distributed:  # DDP syncs BatchNorm statistics before each forward; sync the last ones too
+        for member in members:
+            distributed.broadcast_buffers(member.network)
     member_dice = run.member_dice_on_painted(slices)
-    model_path = run.save("model.pt", iteration, member_dice)
+    model_path = run.save("model.pt", iteration, member_dice) if is_main else Path(out_dir) / "model.pt"
+    if distributed:
+        distributed.barrier()  # the model file exists when any rank reports the end
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
 
 
@@ -233,7 +260,8 @@ def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | Non
 class _Run:
     """State of one training run: one optimiser step, previews and checkpoints."""
 
-    def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir):
+    def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir,
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
         self.data = data
         self.config = config
         self.preset = preset
@@ -245,6 +273,8 @@ class _Run:
         self.context = TermContext(len(label_values), config.boundary_weight)
         self.terms = [(spec, get_term(spec.kind), get_schedule(spec.schedule)) for spec in preset.terms]
         self._normalised_cache: dict[int, np.ndarray] = {}
+        # what a training step calls: the networks themselves, or their DDP wrappers
+        self.forward = {m.name: (wrap(m.network) if wrap else m.network) for m in members}
 
     def step(self, batch: Batch, progress: float) -> dict[str, float]:
         images = batch.images.to(self.device, non_blocking=True)
@@ -254,7 +284,7 @@ class _Run:
                       _to(batch.pseudo_targets, self.device), _to(batch.pseudo_weights, self.device))
         for member in self.members:
             member.network.train()
-        logits = {m.name: m.network(batch.images) for m in self.members}
+        logits = {m.name: self.forward[m.name](batch.images) for m in self.members}
         total = images.new_zeros(())
         report: dict[str, float] = {}
         for spec, term, schedule in self.terms:
