@@ -4,8 +4,11 @@
 
 Each experiment times one network's forward + backward + AdamW step on a batch of 8,
 alternating the variants round by round (A/B/A/B...) and reporting medians, because other
-work on a shared machine changes timings from minute to minute. Results are printed and
-appended to resources/benchmarks/step_variants.jsonl.
+work on a shared machine changes timings from minute to minute. Besides wall-clock seconds
+it records the process's CPU seconds per step: with one thread (``--threads 1``, the
+default) that is the work a variant needs, and far less disturbed by other processes than
+wall time on a loaded machine. Results are printed and appended to
+resources/benchmarks/step_variants.jsonl.
 """
 
 from __future__ import annotations
@@ -59,18 +62,21 @@ class Trainer:
 
 def interleave(variants: dict, rounds: int, setup=None) -> dict:
     """Median seconds per step of each variant, alternating variants every round."""
-    times = {name: [] for name in variants}
+    wall = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for name, (trainer, prepare) in variants.items():
         prepare()
         trainer.step()
     for _ in range(rounds):
         for name, (trainer, prepare) in variants.items():
             prepare()
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             trainer.step()
-            times[name].append(time.perf_counter() - started)
-    return {name: {"median": round(statistics.median(t), 4), "all": [round(x, 4) for x in t]}
-            for name, t in times.items()}
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    return {name: {"cpu_s": round(statistics.median(cpu[name]), 4), "wall_s": round(statistics.median(wall[name]), 4),
+                   "cpu_all": [round(x, 3) for x in cpu[name]]}
+            for name in variants}
 
 
 def noop() -> None:
@@ -144,7 +150,6 @@ def experiment_threads(rounds: int) -> list[dict]:
         variants = {"threads_1": (trainer, lambda: set_threads(1)), "threads_2": (trainer, lambda: set_threads(2))}
         out.append({"experiment": "threads", "network": network, "case": "cpu128", **interleave(variants, rounds)})
         print(out[-1], flush=True)
-    set_threads(0)
     return out
 
 
@@ -170,16 +175,18 @@ EXPERIMENTS = {"layout": experiment_layout, "sdpa": experiment_sdpa, "bf16": exp
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores)")
     parser.add_argument("--only", nargs="+", default=["layout", "sdpa", "bf16", "threads"], choices=list(EXPERIMENTS))
     args = parser.parse_args(argv)
     tune_cpu_allocator()
-    set_threads(0)
+    set_threads(args.threads)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only:
         load = [round(x, 2) for x in os.getloadavg()]
+        set_threads(args.threads)
         for record in EXPERIMENTS[name](args.rounds):
             record.update(load_before=load, load_after=[round(x, 2) for x in os.getloadavg()],
-                          date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                          date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), threads=args.threads,
                           cpu_capability=torch.backends.cpu.get_cpu_capability())
             with open(RESULTS, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
