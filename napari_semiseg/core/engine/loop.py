@@ -108,6 +108,8 @@ def train(
         stop: a flag (``threading.Event``, ``multiprocessing.Event``) checked every step.
         preview_request: returns ``(volume index, slice index)`` to preview, or None.
         initial_checkpoint: a loaded checkpoint to continue from (same strategy and classes).
+
+    Started by ``torchrun``, each process trains data-parallel (see :mod:`.distributed`).
     """
     stop = stop or _NeverStop()
     label_values = data.check()
