@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -133,11 +134,15 @@ def run_train(args: argparse.Namespace) -> int:
     initial = load_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"config": config.to_dict(), "scheme": scheme.to_dict(),
-                                                 "images": args.images, "labels": args.labels}, indent=2))
-    with open(out / "training_log.jsonl", "w") as journal:
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 writes and reports
+    if main_rank:
+        (out / "config.json").write_text(json.dumps({"config": config.to_dict(), "scheme": scheme.to_dict(),
+                                                     "images": args.images, "labels": args.labels}, indent=2))
+    with open(out / "training_log.jsonl" if main_rank else os.devnull, "w") as journal:
         stop = _stop_on_first_interrupt()
         for event in train(TrainingData(volumes, labels, scheme), config, out, stop, initial_checkpoint=initial):
+            if not main_rank:
+                continue
             if isinstance(event, TrainingStarted):
                 _say(f"training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated and "
                      f"{event.unannotated_slices} unannotated slices, classes {list(event.label_values)}")

@@ -40,6 +40,7 @@ from .data import BatchSampler, build_training_slices, normalise_intensity
 from .composition import build_terms, feature_kind, trainable_groups, weighted_losses
 from .hooks import build_hooks
 from .members import Member, build_members, copy_weights
+from .distributed import from_environment
 from .presets import StrategyPreset, get_preset
 from .pseudo_labels import registration_pseudo_labels
 from .schedules import poly
@@ -53,6 +54,7 @@ STEP_EVENT_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.1
 REGISTRATION_MIN_QUALITY = 0.5
 MEMBER_DICE_MARGIN = 0.1
+DDP_UNSUPPORTED = ("bfa",)  # its boundary term runs the student a second time on mixed images
 PreviewRequest = Callable[[], "tuple[int, int] | None"]
 
 
@@ -133,14 +135,28 @@ def train(
         pause: while this flag is set, training idles (sleeping) and its budget clock stops.
         validation: painted slices kept out of ``data``, scored every ``validation_seconds``
             and once more for the saved model (:class:`ValidationScored`).
+
+    Started by ``torchrun``, each process trains data-parallel (see :mod:`.distributed`).
     """
     stop = stop or _NeverStop()
     label_values = data.check()
     preset = get_preset(config.strategy)
-    device = resolve_device(config.device)
+    distributed = from_environment(config.device)  # None unless started by torchrun
+    try:
+        yield from _train(data, config, out_dir, stop, preview_request, preview_seconds, initial_checkpoint,
+                          label_values, preset, distributed, pause, validation, validation_seconds)
+    finally:
+        if distributed is not None:
+            distributed.close()
+
+
+def _train(data, config, out_dir, stop, preview_request, preview_seconds, initial_checkpoint, label_values,
+           preset, distributed, pause, validation, validation_seconds) -> Iterator[object]:
+    device = distributed.device if distributed else resolve_device(config.device)
+    is_main = distributed is None or distributed.is_main
     if device.type == "cpu":
         tune_cpu_allocator()
-        set_threads(config.threads)
+        set_threads(distributed.threads(config.threads) if distributed else config.threads)
     torch.manual_seed(config.seed)
     budget = Budget(config)  # registration counts against the budget: the user waits for it too
     pseudo = None
@@ -156,25 +172,37 @@ def train(
     terms = build_terms(preset, context, members, device)
     optimizer = _optimizer(members, terms)
     iteration = _restore(initial_checkpoint, members, optimizer, label_values, terms)
+    rank_seed = distributed.seed_offset if distributed else 0
+    if distributed:
+        if preset.name in DDP_UNSUPPORTED:
+            raise ValueError(f"Strategy '{preset.name}' runs a network twice per step, which distributed "
+                             "training does not support yet; train it on one process.")
+        torch.manual_seed(config.seed + rank_seed)  # different dropout on each rank's different batches
     sampler = BatchSampler(
-        slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment, config.seed + iteration
+        slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment,
+        config.seed + iteration + rank_seed,
     )
     annotated, unannotated = slices.counts
     yield TrainingStarted(
         preset.name, str(device), label_values, annotated, unannotated if sampler.use_unannotated else 0,
         config.iterations, config.minutes,
     )
-    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir), terms, iteration)
-    scorer = _validation_scorer(run, validation)
+    run = _Run(data, config, preset, members, optimizer, label_values, device, Path(out_dir), terms, iteration,
+               distributed=distributed)
+    scorer = _validation_scorer(run, validation) if is_main else None
     last_step_event = last_preview = last_checkpoint = last_validation = time.perf_counter()
     start_iteration, reason = iteration, "budget"
-    while not budget.done(iteration - start_iteration):
+    while True:
         if pause is not None and pause.is_set():
             yield from _hold(pause, stop, budget, iteration)
-        if stop.is_set():
+        progress, stopped = budget.progress(iteration - start_iteration), stop.is_set()
+        if distributed:  # every rank uses the same schedules and stops at the same iteration
+            progress, stopped = distributed.agree(progress, stopped)
+        if progress >= 1.0:
+            break
+        if stopped:
             reason = "stopped"
             break
-        progress = budget.progress(iteration - start_iteration)
         losses = _step_within_memory(run, sampler, progress)
         iteration += 1
         now = time.perf_counter()
@@ -191,13 +219,18 @@ def train(
         if scorer is not None and now - last_validation >= validation_seconds:
             yield _validate(run, scorer, iteration, budget)
             last_validation = time.perf_counter()
-        if now - last_checkpoint >= config.checkpoint_seconds:
+        if now - last_checkpoint >= config.checkpoint_seconds and is_main:
             last_checkpoint = now
             yield CheckpointSaved(iteration, str(run.save("checkpoint.pt", iteration)))
     if scorer is not None:
         yield _validate(run, scorer, iteration, budget, final=True)
+    if distributed:  # DDP syncs BatchNorm statistics before each forward; sync the last ones too
+        for member in members:
+            distributed.broadcast_buffers(member.network)
     member_dice = run.member_dice_on_painted(slices)
-    model_path = run.save("model.pt", iteration, member_dice)
+    model_path = run.save("model.pt", iteration, member_dice) if is_main else Path(out_dir) / "model.pt"
+    if distributed:
+        distributed.barrier()  # the model file exists when any rank reports the end
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
 
 
@@ -324,7 +357,7 @@ class _Run:
     """State of one training run: one optimiser step, previews and checkpoints."""
 
     def __init__(self, data, config, preset: StrategyPreset, members, optimizer, label_values, device, out_dir,
-                 terms=None, start_iteration: int = 0):
+                 terms=None, start_iteration: int = 0, distributed=None):
         self.data = data
         self.config = config
         self.preset = preset
@@ -339,6 +372,9 @@ class _Run:
         self.hooks = build_hooks(members, self.terms, start_iteration)
         self.view_generator = torch.Generator().manual_seed(config.seed + 7919 + start_iteration)
         self._normalised_cache: dict[int, np.ndarray] = {}
+        self.distributed = distributed
+        # under torchrun, trained members run through their DDP wrappers so gradients are averaged
+        self.callers = {m.name: distributed.wrap(m.network) for m in members} if distributed else {}
 
     def step(self, batch: Batch, progress: float) -> dict[str, float]:
         batch = Batch(self._images(batch.images), _to(batch.targets, self.device), batch.annotated,
@@ -349,10 +385,12 @@ class _Run:
         for member in self.members:
             member.network.train()
         self.terms.train()
-        step = Step(batch, progress, self.context, self.members, self.feature_kind, strong)
+        step = Step(batch, progress, self.context, self.members, self.feature_kind, strong, self.callers)
         total, report = weighted_losses(self.terms, step)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.distributed:
+            self.distributed.average_gradients(self.terms)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * poly(progress)
         self.optimizer.step()

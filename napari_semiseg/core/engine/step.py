@@ -49,6 +49,7 @@ class Step:
         members: Sequence[Member],
         feature_kind: str | None = None,
         strong_images: torch.Tensor | None = None,
+        callers: dict | None = None,
     ):
         if feature_kind is not None and feature_kind not in FEATURE_METHODS:
             raise ValueError(f"feature_kind must be one of {', '.join(FEATURE_METHODS)} or None.")
@@ -58,6 +59,8 @@ class Step:
         self.feature_kind = feature_kind
         self.strong_images = strong_images
         self._members = {m.name: m for m in members}
+        # name -> call(images, method): a DDP wrapper under torchrun, so every forward syncs gradients
+        self._callers = callers or {}
         self._outputs: dict[str, MemberOutput] = {}
         self.cache: dict = {}  # results terms share within this step (pseudo-labels, extra views)
 
@@ -117,9 +120,15 @@ class Step:
         images = self.images_for(member.name)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not member.spec.is_teacher):
             if self.feature_kind is None:
-                return MemberOutput(member.network(images))
+                return MemberOutput(self._call(member, images, "forward"))
             if self.feature_kind == "heads":
-                heads = member.network.forward_heads(images)
+                heads = self._call(member, images, "forward_heads")
                 return MemberOutput(heads["logits"], heads=heads)
-            logits, features = getattr(member.network, FEATURE_METHODS[self.feature_kind])(images)
+            logits, features = self._call(member, images, FEATURE_METHODS[self.feature_kind])
             return MemberOutput(logits, features)
+
+    def _call(self, member: Member, images: torch.Tensor, method: str):
+        caller = self._callers.get(member.name)
+        if caller is not None:
+            return caller(images, method)
+        return getattr(member.network, method)(images)
