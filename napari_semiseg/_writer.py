@@ -7,14 +7,12 @@ shear and affine), which must not shear.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_semiseg.core.export import write_json_verified
 from napari_semiseg.core.volume import Geometry, Volume, VolumeError, volume_stem, write_volume
 
 
@@ -120,20 +118,7 @@ def write_provenance(labels_path: str, codes: np.ndarray, record: dict, meta: di
 
 
 def _write_json_atomically(path: str, record: dict) -> None:
-    target = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=target.parent)
-    except OSError as error:
-        raise LayerWriteError(f"Cannot write into '{target.parent}': {error.strerror}. Choose a writable folder.") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, indent=2)
-        with open(temporary, encoding="utf-8") as stream:
-            if json.load(stream) != record:
-                raise LayerWriteError(f"The provenance record read back from '{target.name}' differs; nothing was written.")
-        os.replace(temporary, target)
-    except OSError as error:
-        raise LayerWriteError(f"Writing '{target}' failed: {error.strerror or error}. Nothing was overwritten.") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        write_json_verified(record, Path(path))
+    except VolumeError as error:
+        raise LayerWriteError(str(error)) from None

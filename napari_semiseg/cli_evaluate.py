@@ -8,15 +8,13 @@ that each pair shares its grid, prints the table and writes the JSON report.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .core.export import write_json_verified
 from .core.metrics import METRICS, VolumeScores, evaluate_volume, slice_mask, summarise
 from .core.volume import Volume, read_volume
 
@@ -152,11 +150,7 @@ def _write_json(path: Path, reports: list[dict], classes: list[int], args: argpa
     content = {"classes": classes, "tolerance": args.tolerance, "band_width": args.band_width,
                "volumes": [{**{k: v for k, v in r.items() if k != "scores"}, **r["scores"].to_dict()} for r in reports],
                "summary_over_volumes": _json_safe(summary)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(content, stream, indent=1)
-    os.replace(temporary, path)
+    write_json_verified(content, path)
     print(f"wrote {path}", file=sys.stderr)
 
 
