@@ -116,7 +116,7 @@ def _reference(strategy: str, labeled: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", default=["supervised", "cross_teaching", "cct_r"])
+    parser.add_argument("--strategies", nargs="+", default=["supervised", "cross_teaching", "mcsc_v2", "cct_r"])
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 3, 7], help="annotated patients")
     parser.add_argument("--minutes", type=float, default=20.0, help="CPU training budget per run")
     parser.add_argument("--iterations", type=int, help="budget in iterations instead (quick checks)")
