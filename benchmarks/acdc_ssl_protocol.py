@@ -39,7 +39,8 @@ REFERENCE = {
     "CTS": {1: 46.8, 3: 65.6, 7: 86.4}, "MCSC": {1: 58.6, 3: 73.6, 7: 89.4},
     "MCSCv2": {1: 59.8, 3: 76.3, 7: 89.5}, "CCT-R": {1: 80.4, 3: 85.7, 7: 90.3},
 }
-COUNTERPART = {"supervised": "LS (U-Net)", "cross_teaching": "CTS", "cct_r": "CCT-R"}
+COUNTERPART = {"supervised": "LS (U-Net)", "mean_teacher": "MT", "cross_teaching": "CTS", "mcsc": "MCSC",
+               "mcsc_v2": "MCSCv2", "cct_r": "CCT-R"}
 
 
 def patient_volumes(patient: str) -> list[str]:

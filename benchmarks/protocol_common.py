@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from napari_semiseg.core.atomic import write_text_atomic  # noqa: E402
 from napari_semiseg.core.metrics import evaluate_volume, summarise  # noqa: E402
 
 # ../shared/data beside the project; SEMISEG_SHARED_DATA points elsewhere (e.g. from a git worktree)
@@ -68,10 +69,7 @@ class ResultFile:
             merged = {self.key(r): r for r in self._read() + self.rows}
             merged[self.key(row)] = row
             self.rows = list(merged.values())
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".json.tmp")
-            with os.fdopen(handle, "w") as stream:
-                json.dump({"meta": meta, "rows": self.rows}, stream, indent=1)
-            os.replace(temporary, self.path)
+            write_text_atomic(self.path, json.dumps({"meta": meta, "rows": self.rows}, indent=1))
 
 
 def score(prediction: np.ndarray, truth: np.ndarray, classes: dict[int, str], spacing=None,
@@ -84,13 +82,17 @@ def train_and_predict(volumes, labels, scheme, config, targets, workdir: Path,
                       stop: threading.Event | None = None) -> tuple[list[np.ndarray], dict]:
     """Train with the engine, then predict each target volume slice by slice; returns labels and run info."""
     from napari_semiseg.core.engine import TrainingData, train
-    from napari_semiseg.core.events import TrainingFailed, TrainingFinished
+    from napari_semiseg.core.events import PseudoLabelsReady, TrainingFailed, TrainingFinished, TrainingStarted
     from napari_semiseg.core.model import load_model
     from napari_semiseg.core.predict import predict_volume
 
     started = time.perf_counter()
-    finished = None
+    finished, before_training, registered = None, None, 0
     for event in train(TrainingData(volumes, labels, scheme), config, workdir, stop):
+        if isinstance(event, PseudoLabelsReady) and event.source.startswith("from "):
+            registered += 1
+        if isinstance(event, TrainingStarted):
+            before_training = round(time.perf_counter() - started, 1)
         if isinstance(event, TrainingFailed):
             raise RuntimeError(f"training failed: {event.message}")
         if isinstance(event, TrainingFinished):
@@ -102,7 +104,8 @@ def train_and_predict(volumes, labels, scheme, config, targets, workdir: Path,
     predictions = [predict_volume(model, volume).labels for volume in targets]
     return predictions, {"iterations": finished.iteration, "train_seconds": round(finished.seconds, 1),
                          "predict_seconds": round(time.perf_counter() - predicted, 1),
-                         "wall_seconds": round(time.perf_counter() - started, 1)}
+                         "wall_seconds": round(time.perf_counter() - started, 1),
+                         "seconds_before_training": before_training, "registered_volumes": registered}
 
 
 def class_values(rows: Iterable[dict], metric: str, label: int | None = None) -> list[float]:

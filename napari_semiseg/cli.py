@@ -75,6 +75,9 @@ def _add_train(commands) -> None:
     train.add_argument("--boundary-weight", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    train.add_argument("--registration-share", type=float, default=0.25,
+                       help="with --minutes, the largest share of the budget spent registering unannotated "
+                            "volumes for registration pseudo-labels (default 0.25)")
     train.add_argument("--resume", metavar="MODEL", help="continue from a model folder or checkpoint "
                        "('last' with --project: the project's newest model or checkpoint)")
     train.add_argument("--out", metavar="MODEL_DIR", help="required unless --project is given")
@@ -107,12 +110,15 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.config import TrainConfig
     from .core.engine import TrainingData, train
     from .core.engine.checkpoint import load_checkpoint
-    from .core.events import CheckpointSaved, PseudoLabelsReady, StepCompleted, TrainingFinished, TrainingStarted
+    from .core.events import (CheckpointSaved, PseudoLabelsLimited, PseudoLabelsReady, StepCompleted,
+                              TrainingFinished, TrainingStarted)
     from .core.volume import check_same_grid, read_volume
 
     project = _project(args, "train", needs_out=True)
+    cache = None
     if project is not None:
         volumes, labels, scheme = cli_project.training_inputs(project)
+        cache = str(project.registration_cache_dir)
         args.out = args.out or str(project.new_run_dir())
         args.resume = cli_project.resume_path(project, args.resume)
     else:
@@ -130,6 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
         strategy=args.strategy, minutes=args.minutes, iterations=args.iterations, device=args.device,
         batch_size=args.batch_size, patch_size=args.patch_size, network_size=args.network_size,
         boundary_weight=args.boundary_weight, seed=args.seed, threads=args.threads,
+        registration_share=args.registration_share,
     )
     initial = load_checkpoint(args.resume) if args.resume else None
     out = Path(args.out)
@@ -140,7 +147,8 @@ def run_train(args: argparse.Namespace) -> int:
                                                      "images": args.images, "labels": args.labels}, indent=2))
     with open(out / "training_log.jsonl" if main_rank else os.devnull, "w") as journal:
         stop = _stop_on_first_interrupt()
-        for event in train(TrainingData(volumes, labels, scheme), config, out, stop, initial_checkpoint=initial):
+        data = TrainingData(volumes, labels, scheme, registration_cache=cache)
+        for event in train(data, config, out, stop, initial_checkpoint=initial):
             if not main_rank:
                 continue
             if isinstance(event, TrainingStarted):
@@ -149,6 +157,10 @@ def run_train(args: argparse.Namespace) -> int:
             elif isinstance(event, PseudoLabelsReady):
                 _say(f"registration pseudo-labels for {volumes[event.volume_index].name} ({event.source}): "
                      f"{event.seconds:.1f} s, mean quality {event.mean_quality:.2f}")
+            elif isinstance(event, PseudoLabelsLimited):
+                _say(f"registration stopped at its time limit ({event.seconds:.0f} s): {event.registered} "
+                     f"unannotated volumes have pseudo-labels, {event.skipped} train without them "
+                     "(raise --registration-share or --minutes to register more)")
             elif isinstance(event, StepCompleted):
                 journal.write(json.dumps({"iteration": event.iteration, "seconds": round(event.seconds, 2),
                                           **{k: round(v, 5) for k, v in event.terms.items()}}) + "\n")

@@ -34,6 +34,9 @@ class TrainConfig:
         seed: random seed for sampling, augmentation and initial weights.
         threads: CPU threads for torch; ``0`` means all cores.
         checkpoint_seconds: how often a checkpoint is written while training.
+        registration_share: with a budget in minutes, the largest share of it that registering
+            unannotated volumes may take (strategies with registration pseudo-labels); volumes
+            not reached in time train as plain unannotated data. Iteration budgets register all.
     """
 
     strategy: str = "registration_supervised"
@@ -48,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_seconds: float = 60.0
+    registration_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.minutes is None and self.iterations is None:
@@ -68,6 +72,13 @@ class TrainConfig:
             raise ConfigError("patch_size must be a multiple of 16, at least 32.")
         if self.boundary_weight < 0:
             raise ConfigError("boundary_weight must be 0 or more.")
+        if not 0 < self.registration_share <= 1:
+            raise ConfigError(f"registration_share must be in (0, 1], got {self.registration_share}.")
+
+    @property
+    def registration_seconds(self) -> float | None:
+        """Time limit for registering unannotated volumes (None with an iteration budget)."""
+        return None if self.minutes is None else self.minutes * 60.0 * self.registration_share
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,6 +33,15 @@ class PseudoLabelsReady:
 
 
 @dataclass(frozen=True)
+class PseudoLabelsLimited:
+    """Registration stopped at its time limit; some unannotated volumes train without pseudo-labels."""
+
+    registered: int
+    skipped: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StepCompleted:
     iteration: int
     progress: float

@@ -34,6 +34,7 @@ from ..core.engine import TrainingData
 from ..core.engine.presets import PRESETS
 from ..core.events import (
     PreviewReady,
+    PseudoLabelsLimited,
     PseudoLabelsReady,
     StepCompleted,
     TrainingFailed,
@@ -423,6 +424,9 @@ class SemisegWidget(QWidget):
                       f"{event.unannotated_slices} unannotated slices.")
         elif isinstance(event, PseudoLabelsReady):
             self._say(f"Registration pseudo-labels ready ({event.source}, {event.seconds:.1f} s); training...")
+        elif isinstance(event, PseudoLabelsLimited):
+            self._say(f"Registration time limit reached: {event.registered} volumes registered, "
+                      f"{event.skipped} train without pseudo-labels.")
         elif isinstance(event, StepCompleted):
             self.progress_bar.setValue(int(event.progress * 1000))
             self.curves.add_loss(event.seconds, event.loss)

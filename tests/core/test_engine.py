@@ -187,3 +187,50 @@ def test_a_member_far_behind_on_painted_slices_is_left_out_of_the_prediction():
     assert _members_to_predict({"cnn": 0.9, "transformer": 0.3}) == {"cnn"}
     assert _members_to_predict({"cnn": 0.9, "transformer": 0.85}) == {"cnn", "transformer"}
     assert _members_to_predict({"cnn": float("nan"), "transformer": float("nan")}) == {"cnn", "transformer"}
+
+
+def _two_unannotated_volumes():
+    volume, truth = ring_phantom((12, 48, 48), seed=4)
+    others = [ring_phantom((12, 48, 48), seed=seed)[0] for seed in (5, 6)]
+    return TrainingData([volume, *others], [paint_slices(truth, [2, 6, 9]), None, None], AnnotationScheme())
+
+
+def test_registration_stops_at_its_time_limit_and_training_goes_on(tmp_path):
+    """A share of the budget too small for any pair: the painted volume keeps its propagated labels,
+    the unannotated ones are reported as skipped, and training still runs on the rest of the budget."""
+    from napari_semiseg.core.events import PseudoLabelsLimited, PseudoLabelsReady
+
+    config = {"strategy": "registration_supervised", "minutes": 0.05, "registration_share": 0.001,
+              "batch_size": 4, "patch_size": 48}
+    events = _run(_two_unannotated_volumes(), tmp_path, **config)
+    ready = [e for e in events if isinstance(e, PseudoLabelsReady)]
+    limited = [e for e in events if isinstance(e, PseudoLabelsLimited)]
+    assert [e.volume_index for e in ready] == [0]
+    assert limited == [PseudoLabelsLimited(registered=0, skipped=2, seconds=pytest.approx(0.003))]
+    assert any(isinstance(e, StepCompleted) for e in events)
+    assert isinstance(events[-1], TrainingFinished)
+
+
+def test_registration_reuses_its_cache_and_orders_volumes_by_seed(tmp_path):
+    from napari_semiseg.core.engine.pseudo_labels import (RegistrationPlan, _registration_order,
+                                                          registration_pseudo_labels)
+
+    data = _two_unannotated_volumes()
+    plan = RegistrationPlan(cache_dir=str(tmp_path / "cache"), threads=1, seed=3)
+    first = list(registration_pseudo_labels(data, (0, 1), 0.5, plan=plan))
+    assert any((tmp_path / "cache").rglob("forward.h5")), "registrations are written to the cache"
+    second = list(registration_pseudo_labels(data, (0, 1), 0.5, plan=plan))
+    assert [e.source for e in first[:-1]] == [e.source for e in second[:-1]]
+    assert sum(e.seconds for e in second[1:-1]) < sum(e.seconds for e in first[1:-1]), "cache hits are faster"
+    for a, b in zip(first[-1], second[-1]):
+        np.testing.assert_array_equal(a.targets, b.targets)
+    assert sorted(_registration_order(data.labels, 3)) == [1, 2]
+    assert _registration_order([None] * 9, 3) == _registration_order([None] * 9, 3)
+    assert _registration_order([None] * 9, 3) != _registration_order([None] * 9, 4)
+
+
+def test_registration_share_must_be_a_fraction():
+    with pytest.raises(ConfigError, match="registration_share"):
+        TrainConfig(registration_share=0)
+    assert TrainConfig(minutes=10, registration_share=0.5).registration_seconds == 300
+    assert TrainConfig(iterations=10).registration_seconds is None

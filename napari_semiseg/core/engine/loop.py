@@ -42,7 +42,7 @@ from .hooks import build_hooks
 from .members import Member, build_members, copy_weights
 from .distributed import from_environment
 from .presets import StrategyPreset, get_preset
-from .pseudo_labels import registration_pseudo_labels
+from .pseudo_labels import RegistrationPlan, registration_pseudo_labels
 from .schedules import poly
 from .step import Step
 from .terms import Batch, TermContext
@@ -69,11 +69,16 @@ class _NeverStop:
 
 @dataclass
 class TrainingData:
-    """Volumes with their label arrays (``None`` for unannotated volumes)."""
+    """Volumes with their label arrays (``None`` for unannotated volumes).
+
+    ``registration_cache`` is a folder where registrations (for registration pseudo-labels) are
+    kept between runs, such as a project's ``registration-cache``; None keeps nothing.
+    """
 
     volumes: list[Volume]
     labels: list[np.ndarray | None]
     scheme: AnnotationScheme
+    registration_cache: str | None = None
 
     def check(self) -> tuple[int, ...]:
         """Validate images and labels and return the class label values."""
@@ -161,7 +166,8 @@ def _train(data, config, out_dir, stop, preview_request, preview_seconds, initia
     budget = Budget(config)  # registration counts against the budget: the user waits for it too
     pseudo = None
     if any(term.kind == "registration" for term in preset.terms):
-        for item in registration_pseudo_labels(data, label_values, REGISTRATION_MIN_QUALITY, stop):
+        plan = RegistrationPlan(config.registration_seconds, data.registration_cache, config.threads, config.seed)
+        for item in registration_pseudo_labels(data, label_values, REGISTRATION_MIN_QUALITY, stop, plan):
             if isinstance(item, list):
                 pseudo = item
             else:

@@ -56,7 +56,8 @@ class _AnyStop:
 
 def register_to_sources(targets: Sequence[Volume], sources: Sequence[AnnotatedVolume],
                         settings: RegistrationSettings | None = None, stop: StopFlag | None = None,
-                        cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> Iterator[object]:
+                        cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+                        threads: int | None = None) -> Iterator[object]:
     """Register all sources onto all targets; yield events, ending with :class:`RegistrationFinished`.
 
     Args:
@@ -67,6 +68,7 @@ def register_to_sources(targets: Sequence[Volume], sources: Sequence[AnnotatedVo
             ``cancelled=True``.
         cache_dir: folder of the on-disk cache (None: no cache).
         workers: parallel pairs (default: CPU count, at most 4).
+        threads: CPU threads all pairs together may use (default: CPU count).
 
     Yields:
         PairStarted, PairRegistered / PairFailed, BestRegistrationSelected, RegistrationFinished.
@@ -75,7 +77,7 @@ def register_to_sources(targets: Sequence[Volume], sources: Sequence[AnnotatedVo
     cache = RegistrationCache(cache_dir) if cache_dir is not None else None
     pairs = [(t, s) for t in range(len(targets)) for s in range(len(sources))]
     workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(pairs) or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, (threads or os.cpu_count() or 1) // workers)
     halt, start = _AnyStop(stop), time.perf_counter()
     done: list[RegisteredLabels] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registration") as pool:
@@ -129,10 +131,10 @@ def select_best(results: Sequence[RegisteredLabels]) -> dict[str, RegisteredLabe
 def best_registrations(targets: Sequence[Volume], sources: Sequence[AnnotatedVolume],
                        settings: RegistrationSettings | None = None, stop: StopFlag | None = None,
                        cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-                       ) -> dict[str, RegisteredLabels]:
+                       threads: int | None = None) -> dict[str, RegisteredLabels]:
     """Drain :func:`register_to_sources`; the best pseudo-label per target name ({} if cancelled)."""
     finished = RegistrationFinished()
-    for event in register_to_sources(targets, sources, settings, stop, cache_dir, workers):
+    for event in register_to_sources(targets, sources, settings, stop, cache_dir, workers, threads):
         if isinstance(event, RegistrationFinished):
             finished = event
     return dict(finished.results)
@@ -140,11 +142,11 @@ def best_registrations(targets: Sequence[Volume], sources: Sequence[AnnotatedVol
 
 def best_pseudo_label(target: Volume, sources: Sequence[AnnotatedVolume], settings: RegistrationSettings | None = None,
                       stop: StopFlag | None = None, cache_dir: str | Path | None = None,
-                      workers: int | None = None) -> RegisteredLabels | None:
+                      workers: int | None = None, threads: int | None = None) -> RegisteredLabels | None:
     """For one unannotated volume: the best registered pseudo-label, its quality map and score.
 
     Returns:
         The winning :class:`RegisteredLabels` (``labels``, ``quality``, ``score``, ``moving``),
         or None when cancelled or every pair failed.
     """
-    return best_registrations([target], sources, settings, stop, cache_dir, workers).get(target.name)
+    return best_registrations([target], sources, settings, stop, cache_dir, workers, threads).get(target.name)
