@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .volume import Geometry, Volume, VolumeError, write_volume
 
 
@@ -73,18 +73,12 @@ def write_json_verified(content: dict, path: Path) -> Path:
     """Write JSON atomically and check it reads back equal."""
     text = json.dumps(content, indent=2, sort_keys=True, default=_plain)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        if json.loads(Path(temporary).read_text()) != json.loads(text):
-            raise VolumeError(f"Verification failed: {path.name} read back differently.")
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+            if json.loads(temporary.read_text(encoding="utf-8")) != json.loads(text):
+                raise VolumeError(f"Verification failed: {path.name} read back differently.")
     except OSError as error:
         raise VolumeError(f"Writing '{path}' failed: {error.strerror or error}. Nothing was overwritten.") from None
-    finally:
-        if "temporary" in locals() and os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import numpy as np
 
 from .. import __version__
 from .annotations import AnnotationScheme
+from .atomic import atomic_file
 from .volume import Volume, read_volume
 
 log = logging.getLogger(__name__)
@@ -118,49 +118,10 @@ def content_hash(path: str | os.PathLike) -> str:
 
 
 def _write_durably(path: Path, write, keep_previous: Path | None = None) -> None:
-    """Write ``path`` through ``write(handle)`` atomically, keeping the old file as ``keep_previous``.
-
-    The old file is hard-linked to its backup name before the new one is renamed over it, so
-    at every moment at least one complete copy exists under a name the loader looks for.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    """Write ``path`` through ``write(handle)`` atomically and durably, keeping the old file as ``keep_previous``."""
+    with atomic_file(path, durable=True, keep_previous=keep_previous) as temporary:
+        with open(temporary, "wb") as stream:
             write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if keep_previous is not None and path.exists():
-            _replace_with_link(path, keep_previous)
-        os.replace(temporary, path)
-        _sync_folder(path.parent)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _replace_with_link(source: Path, target: Path) -> None:
-    staging = target.with_name(f".tmp-link-{os.getpid()}-{target.name}")
-    if staging.exists():
-        staging.unlink()
-    try:
-        os.link(source, staging)
-    except OSError:  # file systems without hard links: a copy does the same job
-        staging.write_bytes(source.read_bytes())
-    os.replace(staging, target)
-
-
-def _sync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _save_failure(what: str, folder: Path, error: OSError) -> ProjectError:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from .atomic import write_text_atomic
 
 INDEX_NAME = "versions.json"
 INDEX_FORMAT = "napari-semiseg-versions"
@@ -137,15 +138,7 @@ class VersionStore:
         return index
 
     def _write(self, index: dict) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.runs_dir)
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump(index, stream, indent=1)
-            os.replace(temporary, self.index_path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        write_text_atomic(self.index_path, json.dumps(index, indent=1))
 
     @staticmethod
     def _from_dict(entry: dict) -> ModelVersion:

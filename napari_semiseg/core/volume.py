@@ -11,12 +11,13 @@ import gzip
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ READABLE_EXTENSIONS = GEOMETRY_EXTENSIONS + PLAIN_EXTENSIONS
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 MAX_VOXELS_VARIABLE = "NAPARI_SEMISEG_MAX_VOXELS"
 DEFAULT_MAX_VOXELS = 1024**3
-_UMASK = os.umask(0o022)  # read once at import: os.umask can only be read by setting it
-os.umask(_UMASK)
 
 
 class VolumeError(ValueError):
@@ -341,23 +340,18 @@ def write_volume(volume: Volume, path: str | os.PathLike, verify: bool = True) -
     if not lower.endswith(GEOMETRY_EXTENSIONS + (".npy", ".tif", ".tiff")):
         raise VolumeError(f"Cannot write '{path.name}': use .nii.gz, .nii, .mha, .nrrd or .npy.")
     suffix = next(ext for ext in GEOMETRY_EXTENSIONS + (".npy", ".tif", ".tiff") if lower.endswith(ext))
+    started = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-        os.close(handle)
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with atomic_file(path, suffix=suffix) as temporary:
+            started = True
+            _write_file(volume, temporary, suffix)
+            if verify:
+                _verify_written(volume, temporary)
     except OSError as error:
-        raise VolumeError(f"Cannot write into '{path.parent}': {error.strerror}. Choose a writable folder.") from None
-    try:
-        _write_file(volume, Path(temporary), suffix)
-        if verify:
-            _verify_written(volume, Path(temporary))
-        os.replace(temporary, path)
-    except OSError as error:
+        if not started:
+            raise VolumeError(f"Cannot write into '{path.parent}': {error.strerror}. "
+                              "Choose a writable folder.") from None
         raise VolumeError(f"Writing '{path}' failed: {error.strerror or error}. Nothing was overwritten.") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     log.info("wrote %s", path)
     return path
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from napari_semiseg.core import atomic as atomic_module
 from napari_semiseg.core import project as project_module
 from napari_semiseg.core.annotations import AnnotationMode, AnnotationScheme
 from napari_semiseg.core.autosave import AutosaveClock, Autosaver
@@ -115,7 +116,7 @@ def test_read_only_project_gives_a_clear_message_and_nothing_changes(project, mo
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(project_module.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(atomic_module.tempfile, "mkstemp", refuse)
     with pytest.raises(ProjectError, match="is read-only.*Copy the project to a folder you can write to"):
         project.save_annotations("case01", _labels(2))
     assert project.annotations_path("case01").read_bytes() == before

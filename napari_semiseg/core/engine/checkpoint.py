@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from ... import __version__
+from ..atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write a checkpoint atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, **payload}
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_file(path) as temporary:
         torch.save(content, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
