@@ -1,8 +1,9 @@
 """Training in a separate process, so a crash or a kill cannot take the viewer down.
 
 The child runs the core's training generator (and a final whole-volume prediction) and
-sends each event through a queue. It runs at a lower priority with one fewer thread than
-there are cores, so painting and scrolling keep a core. It stays alive between jobs (its
+sends each event through a queue. It runs at the lowest CPU priority (Linux ``SCHED_IDLE``,
+elsewhere nice 10) with one fewer thread than there are cores, so painting and scrolling keep a
+core and win any core they contend for: an idle-class task gets CPU only when nothing else wants it. It stays alive between jobs (its
 start-up, mostly importing torch, takes ~6 s), taking training and prediction jobs from a
 queue one at a time. Nothing here imports Qt.
 """
@@ -71,11 +72,27 @@ def background_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def _child_main(jobs, events, stop, pause, preview_slice) -> None:
+def lower_priority() -> str:
+    """Give the calling thread (and threads it starts later) the lowest CPU priority available.
+
+    Returns the policy reached: ``"idle"`` (Linux ``SCHED_IDLE``), ``"nice"`` or ``"normal"``.
+    """
     try:
         os.nice(CHILD_NICENESS)
-    except OSError:
-        pass
+        reached = "nice"
+    except (AttributeError, OSError):
+        reached = "normal"
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            reached = "idle"
+        except OSError as error:  # some containers forbid it; nice still applies
+            log.debug("SCHED_IDLE not allowed: %s", error)
+    return reached
+
+
+def _child_main(jobs, events, stop, pause, preview_slice) -> None:
+    lower_priority()  # before torch starts its threads, so they inherit it
     while True:
         job = jobs.get()
         if job is None:
