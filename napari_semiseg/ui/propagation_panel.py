@@ -20,13 +20,13 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
 )
 
 from ..core.registration import PropagationFinished, RegistrationError, SlicePropagated, propagate_slices
 from .layers import accept_into, current_slice, painting_axis, upsert_layer
+from .training_panel import QuietProgressBar
 
 REGISTERED_LAYER = "registered pseudo-labels"
 QUALITY_LAYER = "registration quality"
@@ -58,7 +58,7 @@ class PropagationPanel(QGroupBox):
         buttons.addWidget(self.propagate_button, 1)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
-        self.progress_bar = QProgressBar()
+        self.progress_bar = QuietProgressBar()
         layout.addWidget(self.progress_bar)
         self.slice_list = QListWidget()
         self.slice_list.setToolTip("Consistency score per slice, least trustworthy first; click to go there")

@@ -5,10 +5,12 @@ from dataclasses import replace
 import numpy as np
 import psutil
 import pytest
+from qtpy.QtWidgets import QApplication, QProgressBar
 
 from napari_semiseg.core.events import StepCompleted, ValidationScored
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.versions import VersionStore
+from napari_semiseg.ui.training_panel import QuietProgressBar
 from napari_semiseg.ui.widget import SemisegWidget
 
 TIMEOUT_MS = 240_000
@@ -44,6 +46,49 @@ def test_device_message_says_what_was_found_and_refuses_a_missing_gpu(scene):
     assert "CUDA was requested but no usable GPU was found" in widget.device_label.text()
     assert not widget.start_training()
     assert "Choose 'auto' or 'cpu'" in _status(widget)
+
+
+def _counting(base):
+    class Counting(base):
+        paints = 0
+
+        def paintEvent(self, event):  # noqa: N802 (Qt naming)
+            self.paints += 1
+            super().paintEvent(event)
+
+    return Counting()
+
+
+def test_progress_bar_paints_with_the_next_frame_not_inside_set_value(qtbot):
+    """QProgressBar repaints at once when its text changes (70-90 ms beside napari's canvas with
+    software OpenGL); the quiet bar only schedules an ordinary paint."""
+    quiet, plain = _counting(QuietProgressBar), _counting(QProgressBar)
+    for bar in (quiet, plain):
+        qtbot.addWidget(bar)
+        bar.setRange(0, 1000)
+        bar.show()
+        qtbot.waitExposed(bar)
+    QApplication.processEvents()
+    for bar in (quiet, plain):
+        bar.paints = 0
+        bar.setValue(500)
+    assert plain.paints == 1, "the plain bar paints inside setValue (the check can fail)"
+    assert quiet.paints == 0 and quiet.value() == 500
+    qtbot.waitUntil(lambda: quiet.paints >= 1, timeout=2_000)
+
+
+def test_step_events_update_the_dock_at_most_once_a_second(scene, monkeypatch):
+    viewer, widget, labels = scene
+    assert isinstance(widget.progress_bar, QuietProgressBar)
+    clock = iter([100.0, 100.4, 101.2])
+    monkeypatch.setattr("napari_semiseg.ui.widget.time.monotonic", lambda: next(clock))
+    widget._handle(StepCompleted(10, 0.10, 0.9, {}, 2.0, 4.0))
+    assert widget.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
+    widget._handle(StepCompleted(20, 0.20, 0.8, {}, 2.4, 4.0))  # 0.4 s later: recorded, not shown
+    assert widget.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
+    assert widget.curves.loss_points[-1] == (2.4, 0.8)
+    widget._handle(StepCompleted(30, 0.30, 0.7, {}, 3.2, 4.0))
+    assert widget.progress_bar.value() == 300 and "Iteration 30" in _status(widget)
 
 
 def test_curve_follows_loss_and_validation_events(scene, qtbot):
