@@ -2,14 +2,15 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/responsiveness.py --seconds 120
 
-1. Training throughput without a viewer: the widget's exact job (bundled MNI152 sample, three painted
-   slices, default strategy) run in the same worker process (nice 10, cores - 1 threads) for
+1. The real napari window with the plugin docked, in two phases: *scrolling* (a script scrolls one
+   slice every second) and *painting* (the same, plus brush strokes into the annotations layer, one
+   dab every 30 ms through ``Labels.paint``, the brush's own call). Each phase measures an idle
+   baseline (no training), then starts the widget's training and runs until it ends. A 10 ms QTimer
+   records its ticks; the gaps between ticks are what a user feels as stutter. The five longest gaps
+   are listed with the training events the viewer handled during them.
+2. Training throughput without a viewer: the widget's exact job (bundled MNI152 sample, three painted
+   slices, default strategy) in the same worker process (idle CPU class, cores - 1 threads) for
    ``--seconds``.
-2. The real napari window with the plugin docked; an idle phase measures the baseline, then the same
-   training starts from the widget while a script paints brush strokes into the annotations layer
-   (one dab every 30 ms through ``Labels.paint``, the brush's own call) and scrolls one slice every
-   second. A 10 ms QTimer records its ticks from the click on Start to the end of training; the gaps
-   between ticks are what a user feels as stutter.
 
 Throughput is steady-state slices per second from the training's own step events (start-up excluded),
 so the ratio compares the training itself with and without the viewer. Writes
@@ -89,27 +90,44 @@ class TickRecorder:
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(lambda: self.times.append(time.perf_counter()))
 
+        self.started = time.perf_counter()
+        self.events: list[tuple[float, str]] = []
+
     def start(self) -> None:
         self.times.clear()
+        self.events.clear()
+        self.started = time.perf_counter()
         self.timer.start()
 
-    def stop(self) -> dict:
+    def note(self, what: str) -> None:
+        """Remember that the viewer handled ``what`` now (to explain the longest gaps)."""
+        self.events.append((time.perf_counter(), what))
+
+    def stop(self, worst: int = 5) -> dict:
         self.timer.stop()
-        gaps = np.diff(np.asarray(self.times)) * 1000.0
+        times = np.asarray(self.times)
+        gaps = np.diff(times) * 1000.0
         if gaps.size == 0:
             return {"max_gap_ms": float("nan"), "p99_gap_ms": float("nan"), "mean_gap_ms": float("nan"), "ticks": 0}
         return {"max_gap_ms": round(float(gaps.max()), 1), "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
                 "mean_gap_ms": round(float(gaps.mean()), 2), "ticks": int(gaps.size),
-                "gaps_over_35_ms": int((gaps > 35).sum()), "gaps_over_16_ms": int((gaps > 16).sum())}
+                "gaps_over_35_ms": int((gaps > 35).sum()), "gaps_over_16_ms": int((gaps > 16).sum()),
+                "longest_gaps": [self._explain(times[i], gaps[i]) for i in np.argsort(gaps)[::-1][:worst]]}
+
+    def _explain(self, begin: float, gap_ms: float) -> dict:
+        """A gap's time since start and the events the viewer handled while it lasted."""
+        end = begin + gap_ms / 1000.0
+        during = sorted({what for when, what in self.events if begin - 0.02 <= when <= end + 0.02})
+        return {"at_s": round(float(begin - self.started), 2), "ms": round(float(gap_ms), 1), "handling": during}
 
 
 class Annotator:
     """Paints brush strokes into the annotations layer and scrolls through slices, like a user."""
 
-    def __init__(self, viewer, annotations, seed: int = 0):
+    def __init__(self, viewer, annotations, seed: int = 0, paint: bool = True):
         from qtpy.QtCore import QTimer
 
-        self.viewer, self.annotations = viewer, annotations
+        self.viewer, self.annotations, self.paint = viewer, annotations, paint
         self.random = np.random.default_rng(seed)
         self.dabs = 0
         self.stroke: list[np.ndarray] = []
@@ -124,7 +142,8 @@ class Annotator:
     def start(self) -> None:
         self.annotations.brush_size = 6
         self.annotations.mode = "paint"
-        self.paint_timer.start()
+        if self.paint:
+            self.paint_timer.start()
         self.scroll_timer.start()
 
     def stop(self) -> None:
@@ -176,31 +195,43 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
     widget.budget_unit.setCurrentText("minutes")
     widget.budget_spin.setValue(seconds / 60.0)
 
-    recorder, annotator = TickRecorder(), Annotator(viewer, annotations)
-    _log("idle viewer, painting")
-    recorder.start()
-    annotator.start()
-    _spin(idle_seconds)
-    idle = recorder.stop()
-    annotator.stop()
-
     steps: list[StepCompleted] = []
+    recorder = TickRecorder()
     handle = widget._handle
-    widget._handle = lambda event: (steps.append(event) if isinstance(event, StepCompleted) else None, handle(event))
+
+    def recording_handle(event):
+        started = time.perf_counter()
+        handle(event)
+        recorder.note(f"{type(event).__name__} ({(time.perf_counter() - started) * 1000:.0f} ms)")
+        if isinstance(event, StepCompleted):
+            steps.append(event)
+
+    widget._handle = recording_handle
     job = widget._make_job()  # the job the widget is about to run, for the headless comparison
-    _log("training with the viewer, painting")
-    recorder.start()
-    annotator.start()
-    assert widget.start_training(), widget.status_label.text()
-    _run_event_loop_until(lambda: not widget.process.running)
-    training = recorder.stop()
-    annotator.stop()
-    training["slices_per_second"] = steady_throughput(steps, widget.config().batch_size)
-    training["strokes_painted"] = annotator.dabs // DABS_PER_STROKE
-    training["iterations"] = steps[-1].iteration if steps else 0
+    phases = {}
+    for phase, paint in (("scrolling", False), ("painting", True)):
+        annotator = Annotator(viewer, annotations, paint=paint)
+        _log(f"idle viewer, {phase}")
+        recorder.start()
+        annotator.start()
+        _spin(idle_seconds)
+        idle = recorder.stop()
+        annotator.stop()
+        _log(f"training with the viewer, {phase}")
+        steps.clear()
+        recorder.start()
+        annotator.start()
+        assert widget.start_training(), widget.status_label.text()
+        _run_event_loop_until(lambda: not widget.process.running)
+        training = recorder.stop()
+        annotator.stop()
+        training["slices_per_second"] = steady_throughput(steps, widget.config().batch_size)
+        training["strokes_painted"] = annotator.dabs // DABS_PER_STROKE
+        training["iterations"] = steps[-1].iteration if steps else 0
+        phases[phase] = {"idle_viewer": idle, "training": training}
     widget.close()
     viewer.close()
-    return idle, training, job
+    return phases, job
 
 
 def _log(message: str) -> None:
@@ -239,24 +270,26 @@ def _without_nan(value):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="training time of each run")
-    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle viewer baseline (painting, no training)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle viewer baseline of each phase (no training)")
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY,
                         help="default: the widget's (its registration phase runs before the budget's steps)")
     parser.add_argument("--out", default=str(ROOT / "resources" / "benchmarks" / "responsiveness.json"))
     parser.add_argument("--note", default="", help="e.g. 'machine loaded by other jobs'")
     args = parser.parse_args()
 
-    idle, training, job = viewer_run(args.seconds, args.idle_seconds, args.strategy)
+    phases, job = viewer_run(args.seconds, args.idle_seconds, args.strategy)
     _log("training without the viewer")
     headless = headless_run(job, args.seconds)
-    ratio = training["slices_per_second"] / headless["slices_per_second"]
+    for phase in phases.values():
+        phase["throughput_ratio"] = round(float(phase["training"]["slices_per_second"]
+                                                / headless["slices_per_second"]), 3)
+    painting = phases["painting"]
     result = {
-        "max_gap_ms": training["max_gap_ms"],
-        "p99_gap_ms": training["p99_gap_ms"],
-        "throughput_ratio": round(float(ratio), 3),
+        "max_gap_ms": painting["training"]["max_gap_ms"],
+        "p99_gap_ms": painting["training"]["p99_gap_ms"],
+        "throughput_ratio": painting["throughput_ratio"],
         "goal": {"max_gap_ms": 35, "p99_gap_ms": 16, "throughput_ratio": 0.8},
-        "training_with_viewer": training,
-        "idle_viewer_painting": idle,
+        "phases": phases,
         "training_without_viewer": headless,
         "seconds": args.seconds,
         "strategy": job.config.strategy,
@@ -269,8 +302,8 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(_without_nan(result), indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("max_gap_ms", "p99_gap_ms", "throughput_ratio")}),
-          "idle:", idle, "with viewer:", training, "headless:", headless, sep="\n")
+    print(json.dumps({k: result[k] for k in ("max_gap_ms", "p99_gap_ms", "throughput_ratio")}))
+    print(json.dumps(_without_nan(phases), indent=1), "headless:", headless, sep="\n")
 
 
 if __name__ == "__main__":
