@@ -338,6 +338,7 @@ class SemisegWidget(QWidget):
             return False
         self._job_axis = job.data.scheme.axis
         self._submit(job)
+        self._prepare_preview_layers()
         self._request_preview()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -486,6 +487,22 @@ class SemisegWidget(QWidget):
         prediction[tuple(index)] = event.labels
         certainty[tuple(index)] = event.certainty
         self._show_layers(prediction, certainty)
+
+    def _prepare_preview_layers(self) -> None:
+        """Create the prediction and certainty layers now, if missing, so previews only write slices.
+
+        Creating two napari layers stalls the viewer for about half a second (vispy visuals, layer
+        controls); at the click on Start that goes unnoticed, at the first preview it interrupts
+        a brush stroke.
+        """
+        image = self.image_layer
+        if image is None:
+            return
+        shape = image.data.shape
+        present = [name in self.viewer.layers and self.viewer.layers[name].data.shape == shape
+                   for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
+        if not all(present):
+            self._show_layers(np.zeros(shape, dtype=np.int32), np.ones(shape, dtype=np.float32))
 
     def _update_preview_in_place(self, event: PreviewReady, shape: tuple[int, ...]) -> bool:
         """Write the previewed slice into the existing layers and redraw only them.

@@ -27,12 +27,13 @@ def scene(make_napari_viewer, tmp_path):
     return viewer, widget, labels, truth
 
 
-def _train(qtbot, widget, iterations=40, strategy="supervised"):
+def _train(qtbot, widget, iterations=40, strategy="supervised", wait=True):
     widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(strategy))
     widget.budget_unit.setCurrentText("iterations")
     widget.budget_spin.setValue(iterations)
     assert widget.start_training(), widget.status_label.text()
-    qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
+    if wait:
+        qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
 
 
 def test_widget_lists_annotated_slices(scene):
@@ -42,7 +43,11 @@ def test_widget_lists_annotated_slices(scene):
 
 def test_training_shows_prediction_and_acceptance_is_one_undo_step(scene, qtbot, tmp_path):
     viewer, widget, labels, truth = scene
-    _train(qtbot, widget)
+    assert "prediction" not in viewer.layers
+    _train(qtbot, widget, wait=False)
+    assert {"prediction", "certainty"} <= {layer.name for layer in viewer.layers}, \
+        "the preview layers exist from the click on, so previews only write slices"
+    qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
     assert "Finished after 40 iterations" in widget.status_label.text()
     prediction, certainty = viewer.layers["prediction"], viewer.layers["certainty"]
     assert prediction.data.shape == truth.shape
