@@ -3,9 +3,9 @@
 The child runs the core's training generator (and a final whole-volume prediction) and
 sends each event through a queue. It runs at the lowest CPU priority (Linux ``SCHED_IDLE``,
 elsewhere nice 10) with one fewer thread than there are cores, so painting and scrolling keep a
-core and win any core they contend for: an idle-class task gets CPU only when nothing else wants it. It stays alive between jobs (its
-start-up, mostly importing torch, takes ~6 s), taking training and prediction jobs from a
-queue one at a time. Nothing here imports Qt.
+core and win any core they contend for: an idle-class task gets CPU only when nothing else wants
+it. It stays alive between jobs (its start-up, mostly importing torch, takes ~6 s), taking
+training and prediction jobs from a queue one at a time. Nothing here imports Qt.
 """
 
 from __future__ import annotations

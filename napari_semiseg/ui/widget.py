@@ -499,10 +499,16 @@ class SemisegWidget(QWidget):
         if image is None:
             return
         shape = image.data.shape
-        present = [name in self.viewer.layers and self.viewer.layers[name].data.shape == shape
-                   for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
-        if not all(present):
+        if self._preview_layers(shape) is None:
             self._show_layers(np.zeros(shape, dtype=np.int32), np.ones(shape, dtype=np.float32))
+
+    def _preview_layers(self, shape: tuple[int, ...]) -> list | None:
+        """The prediction and certainty layers, or None unless both exist with this shape."""
+        layers = [self.viewer.layers[name] if name in self.viewer.layers else None
+                  for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
+        if any(layer is None or layer.data.shape != shape for layer in layers):
+            return None
+        return layers
 
     def _update_preview_in_place(self, event: PreviewReady, shape: tuple[int, ...]) -> bool:
         """Write the previewed slice into the existing layers and redraw only them.
@@ -510,9 +516,8 @@ class SemisegWidget(QWidget):
         Replacing a layer's data makes napari re-check the whole volume (dims, thumbnail,
         contrast), a stall the user feels while painting; an in-place write does not.
         """
-        layers = [self.viewer.layers[name] if name in self.viewer.layers else None
-                  for name in (PREDICTION_LAYER, CERTAINTY_LAYER)]
-        if any(layer is None or layer.data.shape != shape for layer in layers):
+        layers = self._preview_layers(shape)
+        if layers is None:
             return False
         index = [slice(None)] * 3
         index[event.axis] = event.slice_index

@@ -99,14 +99,13 @@ def registration_pseudo_labels(
         yield results
         return
     halt = _StopOrDeadline(stop, None if plan.seconds is None else started + plan.seconds)
-    workers = _workers(plan.threads)
     registered = 0
     for index in unannotated:
         if halt.is_set():
             break
         volume_started = time.perf_counter()
         best = best_pseudo_label(data.volumes[index], dense_sources, stop=halt, cache_dir=plan.cache_dir,
-                                 workers=workers, threads=plan.threads or None)
+                                 threads=plan.threads or None)
         if best is None:
             continue
         results[index] = _as_targets(best.labels, best.quality, label_values, min_quality)
@@ -123,11 +122,6 @@ def _registration_order(labels, seed: int) -> list[int]:
     """Indices of the unannotated volumes in a seeded random order (a fair subsample if time runs out)."""
     indices = [index for index, volume_labels in enumerate(labels) if volume_labels is None]
     return [indices[i] for i in np.random.default_rng(seed).permutation(len(indices))]
-
-
-def _workers(threads: int) -> int:
-    """Parallel registration pairs: one per thread the run may use, at most four."""
-    return min(threads if threads > 0 else os.cpu_count() or 1, 4)
 
 
 def _ready(index: int, source: str, started: float, quality: np.ndarray) -> PseudoLabelsReady:

@@ -67,7 +67,7 @@ def register_to_sources(targets: Sequence[Volume], sources: Sequence[AnnotatedVo
         stop: cooperative stop flag; when set, running pairs end early and the last event has
             ``cancelled=True``.
         cache_dir: folder of the on-disk cache (None: no cache).
-        workers: parallel pairs (default: CPU count, at most 4).
+        workers: parallel pairs (default: one per thread, at most 4).
         threads: CPU threads all pairs together may use (default: CPU count).
 
     Yields:
@@ -76,7 +76,7 @@ def register_to_sources(targets: Sequence[Volume], sources: Sequence[AnnotatedVo
     settings = settings or RegistrationSettings()
     cache = RegistrationCache(cache_dir) if cache_dir is not None else None
     pairs = [(t, s) for t in range(len(targets)) for s in range(len(sources))]
-    workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(pairs) or 1))
+    workers = max(1, min(workers or min(threads or os.cpu_count() or 1, 4), len(pairs) or 1))
     threads = max(1, (threads or os.cpu_count() or 1) // workers)
     halt, start = _AnyStop(stop), time.perf_counter()
     done: list[RegisteredLabels] = []
