@@ -83,6 +83,23 @@ def sample_per_class(candidates: torch.Tensor, count: int) -> tuple[torch.Tensor
     return indices, values >= 0
 
 
+def class_ranks(class_probabilities: torch.Tensor) -> torch.Tensor:
+    """(C, P) probabilities -> (C, P) rank of each class at each pixel (0 = most probable): the
+    number of classes more probable there. Pairwise comparisons along P are several times
+    faster than sorting P rows of C values on a CPU; tied classes share a rank."""
+    rank = torch.zeros(class_probabilities.shape, dtype=torch.uint8, device=class_probabilities.device)
+    for other in class_probabilities:
+        rank += other[None, :] > class_probabilities
+    return rank
+
+
+def entropy_percentile(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The ``fraction`` quantile of a 1-D tensor (lower neighbour, no interpolation): a selection
+    in linear time where ``torch.quantile`` sorts."""
+    position = min(max(int(fraction * (len(values) - 1)), 0), len(values) - 1)
+    return values.kthvalue(position + 1).values
+
+
 def crossed_probabilities(step: Step, student: str) -> torch.Tensor:
     """The other students' mean softmax (detached): MCSC samples a member's features with the
     other member's pseudo-labels. A lone student uses its own prediction."""
@@ -173,14 +190,17 @@ def certainty_contrastive_loss(
     if negatives.shape[0] != anchors.shape[0] or negative_labels.shape != negatives.shape[:2]:
         raise ValueError(f"negatives (C, M, D) and their labels (C, M) do not fit: {tuple(negatives.shape)}, "
                          f"{tuple(negative_labels.shape)}.")
-    offset = 1.0 / temperature
-    positive_logit = (anchors * positives[:, None, :]).sum(-1) / temperature - offset  # (C, N)
-    negative_exp = (torch.bmm(anchors, negatives.transpose(1, 2)) / temperature - offset).exp()  # (C, N, M)
+    # Log domain: Z = Σ_k w_k exp(a·k/τ) with w_k = 1 / (bank keys of k's class), so log Z is one
+    # logsumexp over logits shifted by log w_k, and the loss per anchor is softplus(log Z - a·a_p/τ).
+    # Same value as the ratio of exponentials, without the (C, N, M) passes of dividing and summing.
     known = negative_labels != IGNORE
-    one_hot = F.one_hot(negative_labels.clamp_min(0), num_classes).float() * known[..., None].float()  # (C, M, C)
-    counts = one_hot.sum(1)  # (C, classes)
-    z = (torch.bmm(negative_exp, one_hot) / counts.clamp_min(1.0)[:, None, :]).sum(-1)  # (C, N)
-    per_anchor = -(positive_logit - torch.log(positive_logit.exp() + z))
+    counts = F.one_hot(negative_labels.clamp_min(0), num_classes).mul_(known[..., None]).sum(1)  # (C, classes)
+    per_key_count = torch.gather(counts, 1, negative_labels.clamp_min(0)).clamp_min(1)  # (C, M)
+    log_weight = torch.where(known, -per_key_count.float().log(), torch.full_like(known, -1e4, dtype=anchors.dtype))
+    logits = torch.baddbmm(log_weight[:, None, :], anchors, negatives.transpose(1, 2), alpha=1.0 / temperature)
+    log_z = torch.logsumexp(logits, dim=-1)  # (C, N)
+    positive_logit = (anchors * positives[:, None, :]).sum(-1) / temperature  # (C, N)
+    per_anchor = F.softplus(log_z - positive_logit)
     has_negatives = known.any(1)
     valid = anchor_valid & (positive_valid & has_negatives)[:, None]
     zero = anchors.sum() * 0.0
@@ -360,23 +380,22 @@ class CertaintyContrastive(Term):
     def _sample(self, probabilities: torch.Tensor, targets: torch.Tensor, progress: float) -> dict:
         """Flat masks and sampled positions of anchors and bank keys at one scale."""
         classes = self.context.num_classes
-        flat_probabilities = probabilities.permute(0, 2, 3, 1).reshape(-1, classes)
+        # Class-major (C, P): reductions and comparisons over a few classes run along long rows.
+        class_probabilities = probabilities.transpose(0, 1).reshape(classes, -1)
         flat_targets = targets.reshape(-1)
         known = flat_targets != IGNORE
-        confidence, pseudo = flat_probabilities.max(1)
-        entropy = -(flat_probabilities * flat_probabilities.clamp_min(1e-8).log()).sum(1)
+        confidence, pseudo = class_probabilities.max(0)
+        entropy = -(class_probabilities * class_probabilities.clamp_min(1e-8).log()).sum(0)
         uncertain = torch.zeros_like(known)
         beta = self.beta(progress)
         if beta > 0 and bool((~known).any()):
-            unknown_entropy = entropy[~known]
-            gamma = torch.quantile(unknown_entropy, 1.0 - beta) if len(unknown_entropy) > 1 else unknown_entropy[0]
-            uncertain = ~known & (entropy > gamma)
+            uncertain = ~known & (entropy > entropy_percentile(entropy[~known], 1.0 - beta))
         label = torch.where(known, flat_targets, pseudo)
         confident = confidence > self.threshold
         class_ids = torch.arange(classes, device=label.device)[:, None]
         is_class = label[None, :] == class_ids  # (C, P)
         anchor_mask = is_class & confident[None, :] & (known | ~uncertain)[None, :]
-        rank = flat_probabilities.argsort(1, descending=True).argsort(1).T  # (C, P): rank of class c
+        rank = class_ranks(class_probabilities)  # (C, P): rank of class c, 0 = top-1
         negative_mask = ~is_class & (
             (known[None, :] & (rank < self.rank_low))
             | ((~known & ~uncertain)[None, :] & (rank >= self.rank_low))
