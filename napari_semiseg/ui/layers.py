@@ -11,6 +11,9 @@ from ..core.volume import Volume
 
 PREDICTION_LAYER = "prediction"
 CERTAINTY_LAYER = "certainty"
+# Set on the prediction and certainty layers while they hold training previews (a few slices,
+# certainty 1 elsewhere), cleared when the final prediction replaces them: export skips previews.
+PREVIEW_METADATA_KEY = "napari_semiseg_preview"
 AXIS_NAMES = ("z", "y", "x")
 
 
@@ -63,6 +66,11 @@ def upsert_layer(viewer, name: str, data: np.ndarray, kind: str, template, **sty
     kwargs.update(style)
     adder = viewer.add_labels if kind == "labels" else viewer.add_image
     return adder(data, **kwargs)
+
+
+def is_preview(layer) -> bool:
+    """Whether ``layer`` holds training previews rather than a finished prediction."""
+    return bool(layer.metadata.get(PREVIEW_METADATA_KEY, False))
 
 
 def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False,

@@ -26,7 +26,7 @@ from ..core.events import CheckpointSaved, TrainingFailed, TrainingFinished, Tra
 from ..core.export import ExportItem, export_maps
 from ..core.project import Project, ProjectError
 from ..core.volume import VolumeError, is_readable_path, read_volume, write_volume
-from .layers import CERTAINTY_LAYER, layer_meta, volume_from_layer
+from .layers import CERTAINTY_LAYER, is_preview, layer_meta, volume_from_layer
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +258,13 @@ class ProjectPanel(QGroupBox):
             show_warning("Pick a labels layer to export.")
             return []
         items = [ExportItem("seg", np.asarray(labels.data))]
+        left_out = ""
         for name, suffix in ((CERTAINTY_LAYER, "certainty"), (PROVENANCE_LAYER, "provenance")):
             layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if layer is not None and is_preview(layer):
+                left_out = (" The certainty map was left out: it holds training previews of a few slices; "
+                            "export again once training has finished.")
+                continue
             if layer is not None and layer.data.shape == labels.data.shape:
                 sidecar = layer.metadata.get(PROVENANCE_METADATA_KEY) if suffix == "provenance" else None
                 items.append(ExportItem(suffix, np.asarray(layer.data), sidecar or ({} if suffix == "provenance"
@@ -270,7 +275,7 @@ class ProjectPanel(QGroupBox):
         except (VolumeError, RuntimeError) as error:
             self._fail(str(error))
             return []
-        message = f"Exported and verified {result.describe()} in {folder}"
+        message = f"Exported and verified {result.describe()} in {folder}.{left_out}"
         self.widget.status_label.setText(message)
         show_info(message)
         return result.files

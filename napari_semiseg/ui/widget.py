@@ -50,6 +50,7 @@ from .layers import (
     AXIS_NAMES,
     CERTAINTY_LAYER,
     PREDICTION_LAYER,
+    PREVIEW_METADATA_KEY,
     accept_into,
     current_slice,
     geometry_kwargs,
@@ -486,7 +487,7 @@ class SemisegWidget(QWidget):
         index[event.axis] = event.slice_index
         prediction[tuple(index)] = event.labels
         certainty[tuple(index)] = event.certainty
-        self._show_layers(prediction, certainty)
+        self._show_layers(prediction, certainty, preview=True)
 
     def _prepare_preview_layers(self) -> None:
         """Create the prediction and certainty layers now, if missing, so previews only write slices.
@@ -499,8 +500,12 @@ class SemisegWidget(QWidget):
         if image is None:
             return
         shape = image.data.shape
-        if self._preview_layers(shape) is None:
-            self._show_layers(np.zeros(shape, dtype=np.int32), np.ones(shape, dtype=np.float32))
+        layers = self._preview_layers(shape)
+        if layers is None:
+            self._show_layers(np.zeros(shape, dtype=np.int32), np.ones(shape, dtype=np.float32), preview=True)
+            return
+        for layer in layers:  # previews now overwrite slices of the last final prediction
+            layer.metadata[PREVIEW_METADATA_KEY] = True
 
     def _preview_layers(self, shape: tuple[int, ...]) -> list | None:
         """The prediction and certainty layers, or None unless both exist with this shape."""
@@ -540,11 +545,13 @@ class SemisegWidget(QWidget):
         self._set_review_enabled(True)
         self.review.set_prediction(event.labels, event.certainty, event.disagreement, model=event.model_path)
 
-    def _show_layers(self, prediction: np.ndarray, certainty: np.ndarray) -> None:
+    def _show_layers(self, prediction: np.ndarray, certainty: np.ndarray, preview: bool = False) -> None:
         image = self.image_layer
-        upsert_layer(self.viewer, CERTAINTY_LAYER, certainty, "image", image,
-                     colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.4)
+        certainty_layer = upsert_layer(self.viewer, CERTAINTY_LAYER, certainty, "image", image,
+                                       colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.4)
         layer = upsert_layer(self.viewer, PREDICTION_LAYER, prediction, "labels", image, opacity=0.5)
+        for shown in (certainty_layer, layer):
+            shown.metadata[PREVIEW_METADATA_KEY] = preview
         layer.refresh()
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer

@@ -13,6 +13,7 @@ from napari_semiseg.core.autosave import AutosaveClock
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.project import Project
 from napari_semiseg.core.volume import Geometry, read_volume
+from napari_semiseg.ui.layers import PREVIEW_METADATA_KEY
 from napari_semiseg.ui.widget import SemisegWidget
 
 TRAINING_TIMEOUT_MS = 180_000
@@ -132,3 +133,17 @@ def test_export_all_writes_labels_certainty_and_provenance_in_the_source_geometr
         np.testing.assert_array_equal(back.array, expected)
     assert json.loads(files[-1].read_text())["values"] == {"1": "painted"}
     assert "Exported and verified" in widget.status_label.text()
+
+
+def test_export_during_training_leaves_out_the_preview_certainty(scene, tmp_path):
+    """While a training runs, the certainty layer holds previews (ones off the previewed slices):
+    exporting it as the certainty map would mislead, so export leaves it out and says why."""
+    viewer, widget, labels, truth = scene
+    viewer.add_image(np.ones(truth.shape, np.float32), name="certainty", scale=GEOMETRY.spacing,
+                     translate=GEOMETRY.origin, metadata={PREVIEW_METADATA_KEY: True})
+    files = widget.project_panel.export_all(tmp_path / "out")
+    assert [f.name for f in files] == ["annotations_seg.nii.gz"]
+    assert "certainty map was left out" in widget.status_label.text()
+    viewer.layers["certainty"].metadata[PREVIEW_METADATA_KEY] = False  # the final prediction arrived
+    files = widget.project_panel.export_all(tmp_path / "again")
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz"]

@@ -7,6 +7,7 @@ import pytest
 
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.volume import Geometry, read_volume
+from napari_semiseg.ui.layers import is_preview
 from napari_semiseg.ui.widget import SemisegWidget
 
 TRAINING_TIMEOUT_MS = 180_000
@@ -47,9 +48,11 @@ def test_training_shows_prediction_and_acceptance_is_one_undo_step(scene, qtbot,
     _train(qtbot, widget, wait=False)
     assert {"prediction", "certainty"} <= {layer.name for layer in viewer.layers}, \
         "the preview layers exist from the click on, so previews only write slices"
+    assert is_preview(viewer.layers["certainty"]) and is_preview(viewer.layers["prediction"])
     qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
     assert "Finished after 40 iterations" in widget.status_label.text()
     prediction, certainty = viewer.layers["prediction"], viewer.layers["certainty"]
+    assert not is_preview(certainty) and not is_preview(prediction), "the final prediction replaced the previews"
     assert prediction.data.shape == truth.shape
     np.testing.assert_allclose(prediction.scale, labels.scale)
     np.testing.assert_allclose(prediction.translate, labels.translate)
