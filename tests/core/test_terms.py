@@ -338,3 +338,11 @@ def test_resume_restores_teachers_and_banks_and_keeps_filling_them(tmp_path):
     # the resumed teacher made its third EMA update from the stored one: decay min(0.99, 1 - 1/4)
     expected = 0.75 * teacher_state[key] + 0.25 * members["student"]["state_dict"][key]
     assert torch.allclose(members["teacher"]["state_dict"][key], expected, atol=1e-6)
+
+
+def test_a_misspelt_term_option_is_refused_with_the_options_the_term_reads():
+    members = _members(MemberSpec("a", "x", 1e-3), classes=3)
+    with pytest.raises(ValueError, match=r"no option 'bank_sise'.*bank_size"):
+        build_term(TermSpec("certainty_contrastive", options=options(bank_sise=16)), TermContext(3), members)
+    term = build_term(TermSpec("certainty_contrastive", options=options(bank_size=16)), TermContext(3), members)
+    assert term.bank_size == 16 and isinstance(term.spec, TermSpec)

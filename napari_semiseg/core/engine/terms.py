@@ -190,6 +190,28 @@ def get_term(kind: str) -> TermFunction | type[Term]:
 def build_term(spec: "TermSpec", context: TermContext, members: Sequence["Member"]) -> Term:
     """The :class:`Term` for ``spec``: a class is instantiated, a function wrapped."""
     kind = get_term(spec.kind)
-    if isinstance(kind, type) and issubclass(kind, Term):
-        return kind(spec, context, members)
-    return FunctionTerm(kind, spec, context, members)
+    reader = _OptionReader(spec)
+    term = kind(reader, context, members) if isinstance(kind, type) and issubclass(kind, Term) \
+        else FunctionTerm(kind, reader, context, members)
+    term.spec = spec
+    unknown = sorted(set(dict(spec.options)) - reader.read)
+    if unknown:  # a misspelt option would otherwise leave the term on its default, silently
+        raise ValueError(f"term '{spec.kind}' has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(sorted(reader.read))}.")
+    return term
+
+
+class _OptionReader:
+    """A term spec that notes which options the term reads while it is built (terms read all
+    their options in their constructor)."""
+
+    def __init__(self, spec: "TermSpec"):
+        self._spec = spec
+        self.read: set[str] = set()
+
+    def option(self, name: str, default=None):
+        self.read.add(name)
+        return self._spec.option(name, default)
+
+    def __getattr__(self, name: str):
+        return getattr(self._spec, name)
