@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from itk_interpolation import interpolate_in_subprocess
-from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, command_line, require, score, summary_cells,
+from protocol_common import (add_run_options, ACDC, ACDC_CLASSES, RESULTS, ResultFile, command_line, require, score, summary_cells,
                              summary_header, timed, train_and_predict, write_markdown)
 
 from napari_semiseg.core.metrics import slice_mask
@@ -126,14 +126,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--skip-training", action="store_true", help="same as leaving 'train' out of --methods")
     parser.add_argument("--strategy", default="registration_supervised")
-    parser.add_argument("--minutes", type=float, default=2.0, help="CPU training budget per run")
-    parser.add_argument("--iterations", type=int, help="budget in iterations instead (quick checks)")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance (voxels)")
-    parser.add_argument("--band-width", type=float, default=2.0, help="boundary-Dice band width (voxels)")
-    parser.add_argument("--name", default="acdc_interactive_protocol", help="result file name")
-    parser.add_argument("--redo", action="store_true", help="run again what is already in the result file")
+    add_run_options(parser, "acdc_interactive_protocol", minutes=2.0, unit="voxels")
     args = parser.parse_args()
     require(ACDC)
     methods = [m for m in args.methods if not (args.skip_training and m == "train")]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, class_values, command_line, require, score,
+from protocol_common import (add_run_options, ACDC, ACDC_CLASSES, RESULTS, ResultFile, class_values, command_line, require, score,
                              summarise, train_and_predict, volume_mean_dice, write_markdown)
 
 from napari_semiseg.core.volume import read_volume
@@ -119,14 +119,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", nargs="+", default=["supervised", "cross_teaching", "mcsc_v2", "cct_r"])
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 3, 7], help="annotated patients")
-    parser.add_argument("--minutes", type=float, default=20.0, help="CPU training budget per run")
-    parser.add_argument("--iterations", type=int, help="budget in iterations instead (quick checks)")
     parser.add_argument("--unlabeled-limit", type=int, help="use only the first N unannotated volumes (quick checks)")
     parser.add_argument("--val-limit", type=int, help="score only the first N validation volumes (quick checks)")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="acdc_ssl_protocol")
-    parser.add_argument("--redo", action="store_true")
+    add_run_options(parser, "acdc_ssl_protocol", minutes=20.0)
     args = parser.parse_args()
     require(ACDC)
     results = ResultFile(RESULTS / f"{args.name}.json", ("strategy", "labeled", "budget", "seed"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol_common import (LA, RESULTS, ResultFile, command_line, require, score, summary_cells, summary_header,
+from protocol_common import (add_run_options, LA, RESULTS, ResultFile, command_line, require, score, summary_cells, summary_header,
                              train_and_predict, write_markdown)
 
 from napari_semiseg.core.volume import read_volume
@@ -87,15 +87,8 @@ def main() -> None:
     parser.add_argument("--annotated", nargs="+", type=int, default=[4, 8], help="annotated volumes per fold")
     parser.add_argument("--folds", type=int, default=4, help="held-out folds over the 24 volumes")
     parser.add_argument("--fold", nargs="+", type=int, help="run only these folds (default: all)")
-    parser.add_argument("--minutes", type=float, default=20.0, help="CPU training budget per run")
-    parser.add_argument("--iterations", type=int, help="budget in iterations instead (quick checks)")
     parser.add_argument("--unlabeled-limit", type=int, help="use only the first N unannotated volumes (quick checks)")
-    parser.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance (mm)")
-    parser.add_argument("--band-width", type=float, default=2.0, help="boundary-Dice band width (mm)")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="la_protocol")
-    parser.add_argument("--redo", action="store_true")
+    add_run_options(parser, "la_protocol", minutes=20.0, unit="mm")
     args = parser.parse_args()
     require(LA)
     results = ResultFile(RESULTS / f"{args.name}.json", ("strategy", "annotated", "fold", "budget", "seed"))

@@ -33,6 +33,20 @@ RESULTS = ROOT / "resources" / "benchmarks"
 ACDC_CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
 
 
+def add_run_options(parser, name: str, minutes: float, unit: str | None = None) -> None:
+    """The options every protocol shares: budget, threads, seed, result name, redo; with
+    ``unit`` ("voxels" or "mm"), also the NSD tolerance and the boundary-Dice band width."""
+    parser.add_argument("--minutes", type=float, default=minutes, help="CPU training budget per run")
+    parser.add_argument("--iterations", type=int, help="budget in iterations instead (quick checks)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=name, help="result file name")
+    parser.add_argument("--redo", action="store_true", help="run again what is already in the result file")
+    if unit is not None:
+        parser.add_argument("--tolerance", type=float, default=2.0, help=f"NSD tolerance ({unit})")
+        parser.add_argument("--band-width", type=float, default=2.0, help=f"boundary-Dice band width ({unit})")
+
+
 def require(folder: Path) -> None:
     """Exit with a one-line message when the shared data is missing."""
     if not folder.exists():
