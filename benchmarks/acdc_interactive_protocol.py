@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from itk_interpolation import interpolate_in_subprocess
-from protocol_common import (add_run_options, ACDC, ACDC_CLASSES, RESULTS, ResultFile, command_line, require, score, summary_cells,
-                             summary_header, timed, train_and_predict, write_markdown)
+from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, add_run_options, command_line, require, score,
+                             summary_cells, summary_header, timed, train_and_predict, write_markdown)
 
 from napari_semiseg.core.metrics import slice_mask
 from napari_semiseg.core.phantoms import paint_slices

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol_common import (add_run_options, ACDC, ACDC_CLASSES, RESULTS, ResultFile, class_values, command_line, require, score,
-                             summarise, train_and_predict, volume_mean_dice, write_markdown)
+from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, add_run_options, class_values, command_line,
+                             require, score, summarise, train_and_predict, volume_mean_dice, write_markdown)
 
 from napari_semiseg.core.volume import read_volume
 

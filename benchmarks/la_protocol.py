@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol_common import (add_run_options, LA, RESULTS, ResultFile, command_line, require, score, summary_cells, summary_header,
-                             train_and_predict, write_markdown)
+from protocol_common import (LA, RESULTS, ResultFile, add_run_options, command_line, require, score, summary_cells,
+                             summary_header, train_and_predict, write_markdown)
 
 from napari_semiseg.core.volume import read_volume
 

@@ -73,6 +73,12 @@ def is_preview(layer) -> bool:
     return bool(layer.metadata.get(PREVIEW_METADATA_KEY, False))
 
 
+def mark_preview(layers, preview: bool) -> None:
+    """Flag ``layers`` as holding training previews (True) or a finished prediction (False)."""
+    for layer in layers:
+        layer.metadata[PREVIEW_METADATA_KEY] = preview
+
+
 def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False,
                 record=None) -> int:
     """Write a proposal into a labels layer as one undo step; returns voxels changed.

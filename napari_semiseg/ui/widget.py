@@ -50,11 +50,11 @@ from .layers import (
     AXIS_NAMES,
     CERTAINTY_LAYER,
     PREDICTION_LAYER,
-    PREVIEW_METADATA_KEY,
     accept_into,
     current_slice,
     geometry_kwargs,
     layer_meta,
+    mark_preview,
     painting_axis,
     upsert_layer,
     volume_from_layer,
@@ -504,8 +504,7 @@ class SemisegWidget(QWidget):
         if layers is None:
             self._show_layers(np.zeros(shape, dtype=np.int32), np.ones(shape, dtype=np.float32), preview=True)
             return
-        for layer in layers:  # previews now overwrite slices of the last final prediction
-            layer.metadata[PREVIEW_METADATA_KEY] = True
+        mark_preview(layers, True)  # previews now overwrite slices of the last final prediction
 
     def _preview_layers(self, shape: tuple[int, ...]) -> list | None:
         """The prediction and certainty layers, or None unless both exist with this shape."""
@@ -550,8 +549,7 @@ class SemisegWidget(QWidget):
         certainty_layer = upsert_layer(self.viewer, CERTAINTY_LAYER, certainty, "image", image,
                                        colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.4)
         layer = upsert_layer(self.viewer, PREDICTION_LAYER, prediction, "labels", image, opacity=0.5)
-        for shown in (certainty_layer, layer):
-            shown.metadata[PREVIEW_METADATA_KEY] = preview
+        mark_preview((certainty_layer, layer), preview)
         layer.refresh()
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer
