@@ -2,7 +2,9 @@
 
 For each validation volume (10 patients x 2 frames) and each k, the k painted slices are spread
 over the slices that contain the heart (the centres of k equal parts of that range). From the
-same slices: training on that volume only through the engine (CPU, a fixed budget), ITK
+same slices: training on that volume only through the engine (CPU, a fixed budget), scored as
+the program shows it ("train": the network blended with the propagated painted slices, see
+core.predict.PaintedPrior) and as the network alone ("network", same training run), ITK
 morphological contour interpolation, and within-volume registration propagation. Separately,
 the expert scribbles (Valvano et al.) train a model on their own. Scores (core.metrics) cover
 the slices nobody painted (for scribbles, the whole volume); distances are in voxels, since
@@ -26,13 +28,14 @@ import numpy as np
 
 from itk_interpolation import interpolate_in_subprocess
 from protocol_common import (ACDC, ACDC_CLASSES, RESULTS, ResultFile, add_run_options, command_line, require, score,
-                             summary_cells, summary_header, timed, train_and_predict, write_markdown)
+                             summary_cells, summary_header, timed, train_model, write_markdown)
 
 from napari_semiseg.core.metrics import slice_mask
 from napari_semiseg.core.phantoms import paint_slices
 from napari_semiseg.core.volume import read_volume
 
 METHODS = ("train", "interpolation", "propagation")
+ROW_METHODS = ("train", "network", "interpolation", "propagation")  # one training gives "train" and "network"
 SCRIBBLE_UNANNOTATED, SCRIBBLE_BACKGROUND = 4, 0
 
 
@@ -76,7 +79,7 @@ def train_config(args):
     return TrainConfig(strategy=args.strategy, device="cpu", seed=args.seed, threads=args.threads, **budget)
 
 
-def run_one(case: str, setting: str, method: str, args, workdir: Path) -> dict:
+def run_one(case: str, setting: str, method: str, args, workdir: Path) -> list[dict]:
     folder = ACDC / "nifti"
     image = read_volume(folder / f"{case}.nii.gz")
     truth = read_volume(folder / f"{case}_gt.nii.gz").array
@@ -94,22 +97,41 @@ def run_one(case: str, setting: str, method: str, args, workdir: Path) -> dict:
         mask = slice_mask(truth.shape, 0, painted)
     row["painted_slices"] = painted
     if method == "train":
-        config = train_config(args)
-        (prediction,), info = train_and_predict([image], [labels], scheme, config, [image], workdir / f"{case}_{setting}")
-        row.update(info, strategy=config.strategy, budget=config.minutes or f"{config.iterations} it")
-    elif method == "interpolation":
+        return train_rows(image, labels, scheme, truth, mask, row, args, workdir / f"{case}_{setting}")
+    if method == "interpolation":
         prediction, row["seconds"] = timed(interpolate, labels)
     else:
         prediction, row["seconds"] = timed(propagate, image, labels)
     row["scores"] = score(prediction, truth, ACDC_CLASSES, None, mask, args.tolerance, args.band_width)
-    return row
+    return [row]
+
+
+def train_rows(image, labels, scheme, truth, mask, row: dict, args, workdir: Path) -> list[dict]:
+    """Train on the volume; score the program's blended prediction ("train") and the network alone."""
+    from napari_semiseg.core.model import load_model
+    from napari_semiseg.core.predict import painted_prior, predict_volume
+
+    config = train_config(args)
+    model_path, info = train_model([image], [labels], scheme, config, workdir)
+    model = load_model(model_path, "cpu")
+    network, network_seconds = timed(lambda: predict_volume(model, image).labels)
+    prior, prior_seconds = timed(painted_prior, image, labels, scheme)
+    blended, blend_seconds = timed(lambda: predict_volume(model, image, prior=prior).labels)
+    common = dict(row, **info, strategy=config.strategy, budget=config.minutes or f"{config.iterations} it")
+    rows = []
+    for method, prediction, seconds in (("train", blended, prior_seconds + blend_seconds),
+                                        ("network", network, network_seconds)):
+        rows.append(dict(common, method=method, predict_seconds=round(seconds, 1),
+                         wall_seconds=round(info["wall_seconds"] + seconds, 1),
+                         scores=score(prediction, truth, ACDC_CLASSES, None, mask, args.tolerance, args.band_width)))
+    return rows
 
 
 def markdown(rows: list[dict], settings: list[str]) -> list[str]:
     header, rule = summary_header(ACDC_CLASSES, ["setting", "method"])
     table = [header + " s per volume |", rule + "---|"]
     for setting in settings:
-        for method in METHODS:
+        for method in ROW_METHODS:
             mine = [r for r in rows if r["setting"] == setting and r["method"] == method]
             if mine:
                 seconds = np.mean([r.get("seconds", r.get("wall_seconds", np.nan)) for r in mine])
@@ -143,10 +165,10 @@ def main() -> None:
                         continue  # interpolation and propagation need fully painted slices
                     if results.has(case=case, setting=setting, method=method) and not args.redo:
                         continue
-                    row = run_one(case, setting, method, args, Path(tmp))
-                    results.add(row, meta)
-                    print(f"{case} {setting} {method}: " + ", ".join(
-                        f"{k} {v}" for k, v in row["scores"]["means"].items()), flush=True)
+                    for row in run_one(case, setting, method, args, Path(tmp)):
+                        results.add(row, meta)
+                        print(f"{case} {setting} {row['method']}: " + ", ".join(
+                            f"{k} {v}" for k, v in row["scores"]["means"].items()), flush=True)
     all_settings = [f"k={k}" for k in sorted({int(r["setting"][2:]) for r in results.rows if r["setting"] != "scribbles"})]
     all_settings += ["scribbles"] if any(r["setting"] == "scribbles" for r in results.rows) else []
     notes = ["ACDC validation volumes (SSL4MIS split), one volume at a time. Scored on the slices that were "

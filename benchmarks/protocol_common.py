@@ -92,13 +92,10 @@ def score(prediction: np.ndarray, truth: np.ndarray, classes: dict[int, str], sp
     return evaluate_volume(prediction, truth, list(classes), spacing, mask, tolerance, band_width).to_dict()
 
 
-def train_and_predict(volumes, labels, scheme, config, targets, workdir: Path,
-                      stop: threading.Event | None = None) -> tuple[list[np.ndarray], dict]:
-    """Train with the engine, then predict each target volume slice by slice; returns labels and run info."""
+def train_model(volumes, labels, scheme, config, workdir: Path, stop: threading.Event | None = None) -> tuple[str, dict]:
+    """Train with the engine; returns the model's path and run info."""
     from napari_semiseg.core.engine import TrainingData, train
     from napari_semiseg.core.events import PseudoLabelsReady, TrainingFailed, TrainingFinished, TrainingStarted
-    from napari_semiseg.core.model import load_model
-    from napari_semiseg.core.predict import predict_volume
 
     started = time.perf_counter()
     finished, before_training, registered = None, None, 0
@@ -113,13 +110,25 @@ def train_and_predict(volumes, labels, scheme, config, targets, workdir: Path,
             finished = event
     if finished is None:
         raise RuntimeError("training ended without a model")
-    model = load_model(finished.model_path, "cpu")
+    return finished.model_path, {"iterations": finished.iteration, "train_seconds": round(finished.seconds, 1),
+                                 "wall_seconds": round(time.perf_counter() - started, 1),
+                                 "seconds_before_training": before_training, "registered_volumes": registered}
+
+
+def train_and_predict(volumes, labels, scheme, config, targets, workdir: Path,
+                      stop: threading.Event | None = None) -> tuple[list[np.ndarray], dict]:
+    """Train with the engine, then predict each target volume slice by slice; returns labels and run info."""
+    from napari_semiseg.core.model import load_model
+    from napari_semiseg.core.predict import predict_volume
+
+    started = time.perf_counter()
+    model_path, info = train_model(volumes, labels, scheme, config, workdir, stop)
+    model = load_model(model_path, "cpu")
     predicted = time.perf_counter()
     predictions = [predict_volume(model, volume).labels for volume in targets]
-    return predictions, {"iterations": finished.iteration, "train_seconds": round(finished.seconds, 1),
-                         "predict_seconds": round(time.perf_counter() - predicted, 1),
-                         "wall_seconds": round(time.perf_counter() - started, 1),
-                         "seconds_before_training": before_training, "registered_volumes": registered}
+    info.update(predict_seconds=round(time.perf_counter() - predicted, 1),
+                wall_seconds=round(time.perf_counter() - started, 1))
+    return predictions, info
 
 
 def class_values(rows: Iterable[dict], metric: str, label: int | None = None) -> list[float]:

@@ -92,6 +92,10 @@ def _add_predict(commands) -> None:
     predict.add_argument("--project", metavar="DIR", help="predict a project's volumes into DIR/predictions")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     predict.add_argument("--disagreement", action="store_true", help="also write <name>_disagreement.nii.gz")
+    predict.add_argument("--labels", nargs="+", default=[], metavar="LABELS",
+                         help="painted slices of each IMAGE (same order), propagated and blended into its prediction")
+    predict.add_argument("--network-only", action="store_true",
+                         help="do not blend painted slices (the project's annotations, --labels) into the prediction")
     predict.add_argument("--out", metavar="OUT_DIR", help="required unless --project is given")
     predict.set_defaults(handler=run_predict)
 
@@ -218,26 +222,37 @@ def _say(message: str) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from .core.annotations import check_label_array
     from .core.model import load_model
-    from .core.predict import predict_volume
+    from .core.predict import painted_prior, predict_volume
     from .core.volume import read_volume, write_volume
 
     project = _project(args, "predict", needs_out=True)
+    if args.labels and len(args.labels) != len(args.images):
+        raise UsageError(f"--labels needs one file per IMAGE, in the same order: {len(args.images)} image(s), "
+                         f"{len(args.labels)} labels file(s).")
+    images = [read_volume(path) for path in args.images]
+    painted = [read_volume(path).array for path in args.labels] or [None] * len(images)
     if project is not None:
         model_path, volumes, default_out = cli_project.prediction_inputs(project, args.model)
-        volumes += [read_volume(path) for path in args.images]
+        volumes, painted = volumes + images, cli_project.saved_annotations(project) + painted
         out = Path(args.out) if args.out else default_out
     else:
-        model_path, volumes, out = args.model, [read_volume(path) for path in args.images], Path(args.out)
+        model_path, volumes, out = args.model, images, Path(args.out)
     model = load_model(model_path, args.device)
-    for volume in volumes:
-        prediction = predict_volume(model, volume)
+    scheme = project.scheme if project is not None else model.scheme
+    for volume, labels in zip(volumes, painted):
+        if labels is not None:
+            check_label_array(labels, volume.array.shape, f"labels of '{volume.name}'")
+        prior = None if args.network_only else painted_prior(volume, labels, scheme)
+        prediction = predict_volume(model, volume, prior=prior)
         name = volume.name
         write_volume(volume.with_array(prediction.labels), out / f"{name}_seg.nii.gz")
         write_volume(volume.with_array(prediction.certainty), out / f"{name}_certainty.nii.gz")
         if args.disagreement:
             write_volume(volume.with_array(prediction.disagreement), out / f"{name}_disagreement.nii.gz")
-        _say(f"{name}: wrote {name}_seg.nii.gz and {name}_certainty.nii.gz to {out}")
+        blended = " (painted slices blended in)" if prior is not None else ""
+        _say(f"{name}: wrote {name}_seg.nii.gz and {name}_certainty.nii.gz to {out}{blended}")
     return 0
 
 

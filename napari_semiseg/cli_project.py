@@ -133,6 +133,12 @@ def resume_path(project: Project, resume: str | None) -> str | None:
     return str(latest)
 
 
+def saved_annotations(project: Project) -> list:
+    """Each project volume's saved annotations (None where none), in :attr:`Project.volume_names` order."""
+    saved = [project.load_annotations(name) for name in project.volume_names]
+    return [entry.labels if entry is not None else None for entry in saved]
+
+
 def prediction_inputs(project: Project, model: str | None) -> tuple[str, list[Volume], Path]:
     """The model (given, else the project's newest), the project's volumes and its predictions folder."""
     if model is None:

@@ -1,4 +1,12 @@
-"""Whole-volume prediction with a certainty map and the members' disagreement."""
+"""Whole-volume prediction with a certainty map and the members' disagreement.
+
+A volume with painted slices can also be predicted with a :class:`PaintedPrior`: what
+within-volume propagation of those slices says, with its per-voxel quality. The network's class
+probabilities and the prior's are multiplied (a product of experts) and renormalised, so where
+propagation is trusted (near the painted slices, where both sides agree) it corrects the
+network, where it is not (quality near 0) the network decides, and painted slices come back as
+painted.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .annotations import AnnotationMode, AnnotationScheme
 from .engine.data import normalise_intensity
 from .events import PredictionProgress
 from .memory import OutOfMemory, is_out_of_memory, release_memory
@@ -32,6 +41,59 @@ class Prediction:
     disagreement: np.ndarray
 
 
+@dataclass(frozen=True)
+class PaintedPrior:
+    """Propagated labels of one volume and their trust, to blend into its prediction.
+
+    Attributes:
+        labels: (z, y, x) label values (painted values, 0 background).
+        quality: (z, y, x) trust in [0, 1]; 0 means no opinion, 1 (painted slices) is certain.
+    """
+
+    labels: np.ndarray
+    quality: np.ndarray
+
+
+def prior_probabilities(labels: np.ndarray, quality: np.ndarray, label_values: tuple[int, ...]) -> np.ndarray:
+    """(N, C, H, W) class probabilities of a prior: ``quality * one-hot + (1 - quality) * uniform``.
+
+    Quality 1 is certain of the label, quality 0 (and a label value the model does not know) has
+    no opinion.
+    """
+    count = len(label_values)
+    trust = np.clip(np.asarray(quality, dtype=np.float32), 0.0, 1.0)
+    classes = np.full(labels.shape, -1, dtype=np.int64)
+    for index, value in enumerate(label_values):
+        classes[labels == value] = index
+    trust = np.where(classes >= 0, trust, 0.0).astype(np.float32)
+    one_hot = classes[:, None] == np.arange(count)[None, :, None, None]
+    return trust[:, None] * one_hot + ((1.0 - trust) / count)[:, None]
+
+
+def painted_prior(volume: Volume, labels: np.ndarray | None, scheme: AnnotationScheme,
+                  stop=None) -> PaintedPrior | None:
+    """Propagate the painted slices of ``volume`` through it; None without painted slices.
+
+    Only slice mode has a prior: scribbles are not whole slices to carry. ``stop`` cancels the
+    propagation (then the result is None too).
+    """
+    from .registration import propagate_labels
+
+    if labels is None or scheme.mode is not AnnotationMode.SLICES or not np.any(labels):
+        return None
+    result = propagate_labels(volume, labels, scheme.axis, stop=stop)
+    return None if result is None else PaintedPrior(result.labels, result.quality)
+
+
+def blend_with_prior(probabilities: torch.Tensor, prior: np.ndarray | None) -> torch.Tensor:
+    """Product of the network's and the prior's class probabilities, renormalised (dim 1)."""
+    if prior is None:
+        return probabilities
+    prior_tensor = torch.from_numpy(prior).to(probabilities.device)
+    log_product = torch.log(probabilities.clamp_min(1e-12)) + torch.log(prior_tensor.clamp_min(1e-12))
+    return F.softmax(log_product, dim=1)
+
+
 def certainty_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
     """1 - normalised entropy over the class axis (dim 1): 1 is certain, 0 is uniform."""
     num_classes = probabilities.shape[1]
@@ -52,14 +114,18 @@ def disagreement_between(member_probabilities: list[torch.Tensor]) -> torch.Tens
 
 
 @torch.no_grad()
-def predict_slices(model: TrainedModel, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predict (N, H, W) normalised slices: class indices, certainty, disagreement."""
+def predict_slices(model: TrainedModel, slices: np.ndarray,
+                   prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predict (N, H, W) normalised slices: class indices, certainty, disagreement.
+
+    ``prior``: (N, C, H, W) class probabilities to blend in (see :func:`blend_with_prior`).
+    """
     batch = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None].to(model.device)
     if model.device.type == "cpu":
         batch = batch.contiguous(memory_format=torch.channels_last)
     member_logits = [network(batch).float() for network in model.networks.values()]
     member_probabilities = [F.softmax(logits, dim=1) for logits in member_logits]
-    probabilities = F.softmax(torch.stack(member_logits).mean(dim=0), dim=1)
+    probabilities = blend_with_prior(F.softmax(torch.stack(member_logits).mean(dim=0), dim=1), prior)
     return (
         probabilities.argmax(dim=1).cpu().numpy().astype(np.int64),
         certainty_from_probabilities(probabilities).cpu().numpy().astype(np.float32),
@@ -68,11 +134,18 @@ def predict_slices(model: TrainedModel, slices: np.ndarray) -> tuple[np.ndarray,
 
 
 def iter_predict_volume(
-    model: TrainedModel, volume: Volume, axis: int | None = None
+    model: TrainedModel, volume: Volume, axis: int | None = None, prior: PaintedPrior | None = None
 ) -> Iterator[PredictionProgress | Prediction]:
-    """Predict slice by slice along the training axis, yielding progress, then the result."""
+    """Predict slice by slice along the training axis, yielding progress, then the result.
+
+    With ``prior`` (same shape as the volume) the network's probabilities are blended with it.
+    """
     axis = model.scheme.axis if axis is None else axis
     normalised = np.moveaxis(normalise_intensity(volume.array), axis, 0)
+    if prior is not None and prior.labels.shape != volume.array.shape:
+        raise ValueError(f"The prior has shape {prior.labels.shape} but the volume has {volume.array.shape}.")
+    prior_labels = None if prior is None else np.moveaxis(prior.labels, axis, 0)
+    prior_quality = None if prior is None else np.moveaxis(prior.quality, axis, 0)
     count = normalised.shape[0]
     classes = np.empty(normalised.shape, dtype=np.int64)
     certainty = np.empty(normalised.shape, dtype=np.float32)
@@ -81,7 +154,9 @@ def iter_predict_volume(
     while start < count:
         chunk = slice(start, min(start + chunk_size, count))
         try:
-            classes[chunk], certainty[chunk], disagreement[chunk] = _predict_piecewise(model, normalised[chunk], tile)
+            chunk_prior = None if prior is None else (prior_labels[chunk], prior_quality[chunk])
+            classes[chunk], certainty[chunk], disagreement[chunk] = _predict_piecewise(
+                model, normalised[chunk], tile, chunk_prior)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
@@ -114,17 +189,27 @@ def _smaller_piece(chunk_size: int, tile: int | None, slice_shape, name: str) ->
     return 1, smaller
 
 
-def _predict_piecewise(model: TrainedModel, slices: np.ndarray, tile: int | None):
-    """Predict slices whole, or (``tile`` set) tile by tile with an overlapping margin."""
+def _predict_piecewise(model: TrainedModel, slices: np.ndarray, tile: int | None, prior=None):
+    """Predict slices whole, or (``tile`` set) tile by tile with an overlapping margin.
+
+    ``prior``: None or (labels, quality) of these slices.
+    """
     height, width = slices.shape[1:]
+
+    def prior_of(window):
+        if prior is None:
+            return None
+        return prior_probabilities(prior[0][window], prior[1][window], model.label_values)
+
     if tile is None or (height <= tile and width <= tile):
-        return predict_slices(model, slices)
+        return predict_slices(model, slices, prior_of((slice(None),) * 3))
     outputs = (np.empty(slices.shape, np.int64), np.empty(slices.shape, np.float32), np.empty(slices.shape, np.float32))
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             y0, x0 = max(0, top - TILE_MARGIN), max(0, left - TILE_MARGIN)
             y1, x1 = min(height, top + tile + TILE_MARGIN), min(width, left + tile + TILE_MARGIN)
-            pieces = predict_slices(model, slices[:, y0:y1, x0:x1])
+            window = (slice(None), slice(y0, y1), slice(x0, x1))
+            pieces = predict_slices(model, slices[window], prior_of(window))
             inner = (slice(None), slice(top - y0, top - y0 + min(tile, height - top)),
                      slice(left - x0, left - x0 + min(tile, width - left)))
             target = (slice(None), slice(top, top + tile), slice(left, left + tile))
@@ -133,9 +218,10 @@ def _predict_piecewise(model: TrainedModel, slices: np.ndarray, tile: int | None
     return outputs
 
 
-def predict_volume(model: TrainedModel, volume: Volume, axis: int | None = None) -> Prediction:
+def predict_volume(model: TrainedModel, volume: Volume, axis: int | None = None,
+                   prior: PaintedPrior | None = None) -> Prediction:
     """Predict a whole volume (see :func:`iter_predict_volume`)."""
-    *_, result = iter_predict_volume(model, volume, axis)
+    *_, result = iter_predict_volume(model, volume, axis, prior)
     return result
 
 

@@ -1,6 +1,7 @@
 """Training in a separate process, so a crash or a kill cannot take the viewer down.
 
-The child runs the core's training generator (and a final whole-volume prediction) and
+The child runs the core's training generator (and a final whole-volume prediction, blended with
+the propagated painted slices, see :class:`~napari_semiseg.core.predict.PaintedPrior`) and
 sends each event through a queue. It runs at the lowest CPU priority (Linux ``SCHED_IDLE``,
 elsewhere nice 10) with one fewer thread than there are cores, so painting and scrolling keep a
 core and win any core they contend for: an idle-class task gets CPU only when nothing else wants
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.annotations import AnnotationScheme
 from ..core.config import TrainConfig
 from ..core.engine import TrainingData
 from ..core.events import TrainingFailed, TrainingFinished
@@ -43,23 +45,35 @@ class VolumePredicted:
 
 @dataclass(frozen=True)
 class TrainingJob:
+    """Train on ``data``, then predict volume ``predict_volume_index`` (None: no prediction).
+
+    ``painted``: all painted labels of that volume (held-out slices included), propagated and
+    blended into the final prediction; None uses its training labels.
+    """
+
     data: TrainingData
     config: TrainConfig
     out_dir: str
     resume_from: str | None = None
     predict_volume_index: int | None = 0
     validation: HeldOutSlices | None = None
+    painted: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class PredictionJob:
-    """Predict a volume with a saved model; the result comes back as :class:`VolumePredicted`."""
+    """Predict a volume with a saved model; the result comes back as :class:`VolumePredicted`.
+
+    With ``painted`` labels (and their ``scheme``) the propagated painted slices are blended in.
+    """
 
     model_path: str
     volume: Volume
     tag: str
     volume_index: int = 0
     device: str = "auto"
+    painted: np.ndarray | None = None
+    scheme: AnnotationScheme | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +123,11 @@ def _child_main(jobs, events, stop, pause, preview_slice) -> None:
 
 def _run_prediction(job: PredictionJob, events) -> None:
     from ..core.model import load_model
-    from ..core.predict import predict_volume
+    from ..core.predict import painted_prior, predict_volume
 
-    prediction = predict_volume(load_model(job.model_path, job.device), job.volume)
+    model = load_model(job.model_path, job.device)
+    prior = painted_prior(job.volume, job.painted, job.scheme or model.scheme)
+    prediction = predict_volume(model, job.volume, prior=prior)
     events.put(VolumePredicted(job.volume_index, prediction.labels, prediction.certainty,
                                prediction.disagreement, job.model_path, job.tag))
 
@@ -120,7 +136,7 @@ def _run_job(job: TrainingJob, events, stop, pause, preview_slice) -> None:
     from ..core.engine import train
     from ..core.engine.checkpoint import load_checkpoint
     from ..core.model import load_model
-    from ..core.predict import predict_volume
+    from ..core.predict import painted_prior, predict_volume
 
     def requested_slice():
         volume_index, slice_index = preview_slice[0], preview_slice[1]
@@ -137,8 +153,11 @@ def _run_job(job: TrainingJob, events, stop, pause, preview_slice) -> None:
         events.put(event)
     if finished is not None and job.predict_volume_index is not None:
         model = load_model(finished.model_path, job.config.device)
-        volume = job.data.volumes[job.predict_volume_index]
-        prediction = predict_volume(model, volume)
+        index = job.predict_volume_index
+        volume = job.data.volumes[index]
+        painted = job.painted if job.painted is not None else job.data.labels[index]
+        prior = painted_prior(volume, painted, job.data.scheme)  # also after Stop: the user still wants the best mask
+        prediction = predict_volume(model, volume, prior=prior)
         events.put(VolumePredicted(job.predict_volume_index, prediction.labels, prediction.certainty,
                                    prediction.disagreement, finished.model_path))
     if finished is not None:

@@ -392,7 +392,7 @@ class SemisegWidget(QWidget):
         held = held_out.slice_indices if held_out is not None else ()
         self._job_record = {"strategy": config.strategy, "painted": count, "held_out": held,
                             "trained": count - len(held)}
-        return TrainingJob(data, config, str(run_dir), resume_from=resume, validation=held_out)
+        return TrainingJob(data, config, str(run_dir), resume_from=resume, validation=held_out, painted=painted)
 
     def stop_training(self) -> None:
         """Ask training to stop after its current step; the model so far is kept."""
@@ -581,11 +581,22 @@ class SemisegWidget(QWidget):
         if image is None:
             self._say("Choose the image to predict first.")
             return False
-        job = PredictionJob(str(self.versions_panel.store.path_of(version)), volume_from_layer(image), tag,
-                            device=self.device_combo.currentText())
+        volume = volume_from_layer(image)
+        job = PredictionJob(str(self.versions_panel.store.path_of(version)), volume, tag,
+                            device=self.device_combo.currentText(), **self._painted_for_blending(volume, tag))
         self._submit(job)
         self._say(f"Predicting with v{version.id}...")
         return True
+
+    def _painted_for_blending(self, volume, tag: str) -> dict:
+        """The painted slices to blend into a loaded version's prediction; none when comparing versions.
+
+        A comparison shows what each network learned, so it is left unblended.
+        """
+        labels = self.labels_layer
+        if tag.startswith("compare:") or labels is None or labels.data.shape != volume.array.shape:
+            return {}
+        return {"painted": np.array(labels.data, copy=True), "scheme": self.scheme()}
 
     def _rolled_back(self, version: ModelVersion) -> None:
         self.last_model = str(self.versions_panel.store.path_of(version))

@@ -49,6 +49,29 @@ def test_train_then_predict_writes_masks_in_the_input_geometry(files, capsys):
         assert certainty.array.dtype == np.float32 and certainty.array.max() <= 1.0 + 1e-6
 
 
+def test_predict_blends_the_painted_slices_given_with_labels(files, capsys):
+    tmp_path, image, labels, other = files
+    model_dir = tmp_path / "model"
+    assert main(["train", str(image), "--labels", str(labels), "--strategy", "supervised", "--iterations", "2",
+                 "--batch-size", "2", "--patch-size", "48", "--out", str(model_dir)]) == 0
+    painted = read_volume(labels).array
+    capsys.readouterr()
+    assert main(["predict", str(model_dir), str(image), "--labels", str(labels), "--out", str(tmp_path / "b")]) == 0
+    assert "painted slices blended in" in capsys.readouterr().err
+    blended = read_volume(tmp_path / "b" / "case01_seg.nii.gz").array
+    assert np.array_equal(blended[[2, 7]], painted[[2, 7]]), "after 2 steps only the blend can give these back"
+
+    assert main(["predict", str(model_dir), str(image), "--labels", str(labels), "--network-only",
+                 "--out", str(tmp_path / "n")]) == 0
+    assert "blended" not in capsys.readouterr().err
+    network = read_volume(tmp_path / "n" / "case01_seg.nii.gz").array
+    assert not np.array_equal(network, blended)
+
+    assert main(["predict", str(model_dir), str(image), str(other), "--labels", str(labels),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--labels needs one file per IMAGE" in capsys.readouterr().err
+
+
 def test_scribble_training_from_the_command_line(files):
     tmp_path, image, labels, other = files
     scribbles = read_volume(labels).array.copy()

@@ -36,9 +36,12 @@ def test_init_train_predict_and_show_share_the_project_folder(files, capsys):
                  "--patch-size", "32", "--batch-size", "2", "--resume", "last"]) == 0
     assert Project.open(folder).runs[-1].iteration == 5, "resuming continues the iteration count"
 
+    capsys.readouterr()
     assert main(["predict", "--project", str(folder)]) == 0
+    assert "painted slices blended in" in capsys.readouterr().err
     mask = read_volume(folder / "predictions" / "case01_seg.nii.gz")
     assert mask.shape == truth.shape and mask.geometry.matches(read_volume(image).geometry)
+    assert np.array_equal(mask.array[[2, 5]], truth[[2, 5]]), "the saved annotations come back as painted"
 
     capsys.readouterr()
     assert main(["project", "show", str(folder)]) == 0

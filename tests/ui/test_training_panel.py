@@ -152,7 +152,8 @@ def test_pause_resume_stop_then_versions_load_compare_and_roll_back(scene, qtbot
     widget.versions_panel.load_selected()
     qtbot.waitUntil(lambda: widget.prediction is not None, timeout=TIMEOUT_MS)
     assert viewer.layers["prediction"].data is widget.prediction
-    assert np.array_equal(widget.prediction, viewer.layers["version v1"].data)
+    assert np.array_equal(widget.prediction[PAINTED], labels.data[PAINTED]), \
+        "a loaded version is blended with the painted slices (a comparison shows the networks alone)"
 
     widget.versions_panel.roll_back_selected()
     assert store.current().id == first.id
