@@ -222,17 +222,20 @@ def _say(message: str) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .core.annotations import check_label_array
     from .core.model import load_model
     from .core.predict import painted_prior, predict_volume
-    from .core.volume import read_volume, write_volume
+    from .core.volume import check_same_grid, read_volume, write_volume
 
     project = _project(args, "predict", needs_out=True)
     if args.labels and len(args.labels) != len(args.images):
         raise UsageError(f"--labels needs one file per IMAGE, in the same order: {len(args.images)} image(s), "
                          f"{len(args.labels)} labels file(s).")
     images = [read_volume(path) for path in args.images]
-    painted = [read_volume(path).array for path in args.labels] or [None] * len(images)
+    painted = [None] * len(images)
+    for index, path in enumerate(args.labels):
+        label_volume = read_volume(path)
+        check_same_grid(images[index], label_volume)
+        painted[index] = label_volume.array
     if project is not None:
         model_path, volumes, default_out = cli_project.prediction_inputs(project, args.model)
         volumes, painted = volumes + images, cli_project.saved_annotations(project) + painted
@@ -242,8 +245,6 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_model(model_path, args.device)
     scheme = project.scheme if project is not None else model.scheme
     for volume, labels in zip(volumes, painted):
-        if labels is not None:
-            check_label_array(labels, volume.array.shape, f"labels of '{volume.name}'")
         prior = None if args.network_only else painted_prior(volume, labels, scheme)
         prediction = predict_volume(model, volume, prior=prior)
         name = volume.name

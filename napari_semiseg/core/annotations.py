@@ -118,6 +118,14 @@ def known_mask(labels: np.ndarray, scheme: AnnotationScheme) -> np.ndarray:
     return mask
 
 
+def class_indices(labels: np.ndarray, label_values: tuple[int, ...]) -> np.ndarray:
+    """Class index (int64) of each label value in ``label_values``, :data:`IGNORE` for any other value."""
+    classes = np.full(labels.shape, IGNORE, dtype=np.int64)
+    for index, value in enumerate(label_values):
+        classes[labels == value] = index
+    return classes
+
+
 def to_targets(labels: np.ndarray, scheme: AnnotationScheme, label_values: tuple[int, ...]) -> np.ndarray:
     """Class indices (int64) with :data:`IGNORE` where nothing is known.
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .annotations import AnnotationMode, AnnotationScheme
+from .annotations import IGNORE, AnnotationMode, AnnotationScheme, class_indices
 from .engine.data import normalise_intensity
 from .events import PredictionProgress
 from .memory import OutOfMemory, is_out_of_memory, release_memory
@@ -62,10 +62,8 @@ def prior_probabilities(labels: np.ndarray, quality: np.ndarray, label_values: t
     """
     count = len(label_values)
     trust = np.clip(np.asarray(quality, dtype=np.float32), 0.0, 1.0)
-    classes = np.full(labels.shape, -1, dtype=np.int64)
-    for index, value in enumerate(label_values):
-        classes[labels == value] = index
-    trust = np.where(classes >= 0, trust, 0.0).astype(np.float32)
+    classes = class_indices(labels, label_values)
+    trust = np.where(classes != IGNORE, trust, 0.0).astype(np.float32)
     one_hot = classes[:, None] == np.arange(count)[None, :, None, None]
     return trust[:, None] * one_hot + ((1.0 - trust) / count)[:, None]
 

@@ -569,32 +569,32 @@ class SemisegWidget(QWidget):
 
     def load_version(self, version: ModelVersion) -> bool:
         """Predict the image with a saved version; the result becomes the acceptable prediction."""
-        return self._predict_with(version, "load")
+        return self._predict_with(version, "load", blend=True)
 
     def compare_versions(self, first: ModelVersion, second: ModelVersion) -> bool:
         """Predict with two versions into two labels layers, 'version vN', to compare as overlays."""
-        return self._predict_with(first, f"compare:version v{first.id}") and \
-            self._predict_with(second, f"compare:version v{second.id}")
+        return self._predict_with(first, f"compare:version v{first.id}", blend=False) and \
+            self._predict_with(second, f"compare:version v{second.id}", blend=False)
 
-    def _predict_with(self, version: ModelVersion, tag: str) -> bool:
+    def _predict_with(self, version: ModelVersion, tag: str, blend: bool) -> bool:
+        """Predict the image with ``version``; ``blend``: with the painted slices (a comparison shows
+        what each network learned, so it is left unblended)."""
         image = self.image_layer
         if image is None:
             self._say("Choose the image to predict first.")
             return False
         volume = volume_from_layer(image)
         job = PredictionJob(str(self.versions_panel.store.path_of(version)), volume, tag,
-                            device=self.device_combo.currentText(), **self._painted_for_blending(volume, tag))
+                            device=self.device_combo.currentText(),
+                            **(self._painted_for_blending(volume) if blend else {}))
         self._submit(job)
         self._say(f"Predicting with v{version.id}...")
         return True
 
-    def _painted_for_blending(self, volume, tag: str) -> dict:
-        """The painted slices to blend into a loaded version's prediction; none when comparing versions.
-
-        A comparison shows what each network learned, so it is left unblended.
-        """
+    def _painted_for_blending(self, volume) -> dict:
+        """The labels layer's painted slices and scheme, if they belong to ``volume``."""
         labels = self.labels_layer
-        if tag.startswith("compare:") or labels is None or labels.data.shape != volume.array.shape:
+        if labels is None or labels.data.shape != volume.array.shape:
             return {}
         return {"painted": np.array(labels.data, copy=True), "scheme": self.scheme()}
 

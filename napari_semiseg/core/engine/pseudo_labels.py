@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..annotations import IGNORE, AnnotationMode
+from ..annotations import IGNORE, AnnotationMode, class_indices
 from ..events import PseudoLabelsLimited, PseudoLabelsReady
 from ..registration import AnnotatedVolume, best_pseudo_label, propagate_labels
 
@@ -130,10 +130,7 @@ def _ready(index: int, source: str, started: float, quality: np.ndarray) -> Pseu
 
 def _as_targets(labels: np.ndarray, quality: np.ndarray, label_values: tuple[int, ...],
                 min_quality: float) -> PseudoLabels:
-    lookup = {value: index for index, value in enumerate(label_values)}
-    targets = np.full(labels.shape, IGNORE, dtype=np.int64)
-    for value, index in lookup.items():
-        targets[labels == value] = index
+    targets = class_indices(labels, label_values)
     weights = np.clip(quality, 0.0, 1.0).astype(np.float32)
     targets[weights < min_quality] = IGNORE
     return PseudoLabels(targets, weights)
