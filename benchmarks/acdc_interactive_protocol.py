@@ -6,13 +6,15 @@ same slices: training on that volume only through the engine (CPU, a fixed budge
 the program shows it ("train": the network blended with the propagated painted slices, see
 core.predict.PaintedPrior) and as the network alone ("network", same training run), ITK
 morphological contour interpolation, and within-volume registration propagation. Separately,
-the expert scribbles (Valvano et al.) train a model on their own. Scores (core.metrics) cover
+the expert scribbles (Valvano et al.) train a model on their own, scored blended with the
+scribbles (core.predict.scribble_prior) and alone. Scores (core.metrics) cover
 the slices nobody painted (for scribbles, the whole volume); distances are in voxels, since
 the ACDC copy lost its spacing.
 
     python benchmarks/acdc_interactive_protocol.py                       # everything (~200 min of training)
     python benchmarks/acdc_interactive_protocol.py --methods interpolation propagation   # no training
     python benchmarks/acdc_interactive_protocol.py --cases patient002_frame01 --k 3 --iterations 20
+    python benchmarks/acdc_interactive_protocol.py --methods train --k            # only the scribble runs
 
 Results: resources/benchmarks/<name>.json (every run; runs already there are skipped, so an
 interrupted run resumes) and <name>.md (summary table).
@@ -143,7 +145,8 @@ def markdown(rows: list[dict], settings: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", help="volume names (default: the 20 validation volumes)")
-    parser.add_argument("--k", nargs="+", type=int, default=[1, 2, 3, 5], help="painted slices per volume")
+    parser.add_argument("--k", nargs="*", type=int, default=[1, 2, 3, 5],
+                        help="painted slices per volume (none: only the scribble runs)")
     parser.add_argument("--no-scribbles", action="store_true", help="leave out the expert-scribble runs")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--skip-training", action="store_true", help="same as leaving 'train' out of --methods")

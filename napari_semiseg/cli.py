@@ -93,7 +93,7 @@ def _add_predict(commands) -> None:
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     predict.add_argument("--disagreement", action="store_true", help="also write <name>_disagreement.nii.gz")
     predict.add_argument("--labels", nargs="+", default=[], metavar="LABELS",
-                         help="painted slices of each IMAGE (same order), propagated and blended into its prediction")
+                         help="painted slices (or scribbles) of each IMAGE (same order), blended into its prediction")
     predict.add_argument("--network-only", action="store_true",
                          help="do not blend painted slices (the project's annotations, --labels) into the prediction")
     predict.add_argument("--out", metavar="OUT_DIR", help="required unless --project is given")
@@ -252,9 +252,15 @@ def run_predict(args: argparse.Namespace) -> int:
         write_volume(volume.with_array(prediction.certainty), out / f"{name}_certainty.nii.gz")
         if args.disagreement:
             write_volume(volume.with_array(prediction.disagreement), out / f"{name}_disagreement.nii.gz")
-        blended = " (painted slices blended in)" if prior is not None else ""
+        blended = f" ({_annotation_kind(scheme)} blended in)" if prior is not None else ""
         _say(f"{name}: wrote {name}_seg.nii.gz and {name}_certainty.nii.gz to {out}{blended}")
     return 0
+
+
+def _annotation_kind(scheme) -> str:
+    from .core.annotations import AnnotationMode
+
+    return "scribbles" if scheme.mode is AnnotationMode.SCRIBBLES else "painted slices"
 
 
 def run_demo(args: argparse.Namespace) -> int:

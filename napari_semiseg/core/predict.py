@@ -5,7 +5,8 @@ within-volume propagation of those slices says, with its per-voxel quality. The 
 probabilities and the prior's are multiplied (a product of experts) and renormalised, so where
 propagation is trusted (near the painted slices, where both sides agree) it corrects the
 network, where it is not (quality near 0) the network decides, and painted slices come back as
-painted.
+painted. Scribbles give a prior too (:func:`scribble_prior`): scribbled voxels as scribbled, and
+only the predicted regions that hold a scribble of their class.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-from .annotations import IGNORE, AnnotationMode, AnnotationScheme, class_indices
+from .annotations import IGNORE, AnnotationMode, AnnotationScheme, class_indices, known_mask
 from .engine.data import normalise_intensity
 from .events import PredictionProgress
 from .memory import OutOfMemory, is_out_of_memory, release_memory
@@ -48,10 +50,14 @@ class PaintedPrior:
     Attributes:
         labels: (z, y, x) label values (painted values, 0 background).
         quality: (z, y, x) trust in [0, 1]; 0 means no opinion, 1 (painted slices) is certain.
+        seeds: None, or (z, y, x) label values (0 elsewhere): then each predicted connected region
+            of a class is kept only if it holds a seed of that class (see
+            :func:`keep_seeded_components`).
     """
 
     labels: np.ndarray
     quality: np.ndarray
+    seeds: np.ndarray | None = None
 
 
 def prior_probabilities(labels: np.ndarray, quality: np.ndarray, label_values: tuple[int, ...]) -> np.ndarray:
@@ -70,17 +76,47 @@ def prior_probabilities(labels: np.ndarray, quality: np.ndarray, label_values: t
 
 def painted_prior(volume: Volume, labels: np.ndarray | None, scheme: AnnotationScheme,
                   stop=None) -> PaintedPrior | None:
-    """Propagate the painted slices of ``volume`` through it; None without painted slices.
+    """What the user painted says about the rest of ``volume``; None if nothing is painted.
 
-    Only slice mode has a prior: scribbles are not whole slices to carry. ``stop`` cancels the
-    propagation (then the result is None too).
+    Painted slices are propagated through the volume (``stop`` cancels that, and then the
+    result is None too); scribbles give a :func:`scribble_prior`.
     """
     from .registration import propagate_labels
 
-    if labels is None or scheme.mode is not AnnotationMode.SLICES or not np.any(labels):
+    if labels is None or not np.any(labels):
         return None
+    if scheme.mode is AnnotationMode.SCRIBBLES:
+        return scribble_prior(labels, scheme)
     result = propagate_labels(volume, labels, scheme.axis, stop=stop)
     return None if result is None else PaintedPrior(result.labels, result.quality)
+
+
+def scribble_prior(labels: np.ndarray, scheme: AnnotationScheme) -> PaintedPrior | None:
+    """Scribbled voxels as scribbled, and only the predicted regions that hold a scribble.
+
+    Trained on one volume's scribbles, the network has never been told anything about regions
+    nobody scribbled near, and it invents structures there; what it finds around a scribble is
+    what the user meant. On ACDC's expert scribbles, keeping per class only the connected regions
+    that hold a scribble of that class lifted mean Dice from 0.33 to 0.87 (six training-split
+    volumes, 2 CPU minutes each; a background prior growing with the distance from the scribbles
+    reached 0.74 at best and added nothing on top).
+    """
+    scribbled = known_mask(labels, scheme)
+    if not scribbled.any():
+        return None
+    values = np.where(labels == scheme.background_label, 0, labels).astype(labels.dtype)
+    return PaintedPrior(values, scribbled.astype(np.float32), seeds=values)
+
+
+def keep_seeded_components(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """``labels`` with every connected region (6-connected, 3D) of a class that holds no seed of
+    that class set to background (0)."""
+    kept = labels.copy()
+    for value in np.unique(labels[labels != 0]):
+        regions, _ = ndimage.label(labels == value)
+        seeded = np.unique(regions[(seeds == value) & (regions > 0)])
+        kept[(regions > 0) & ~np.isin(regions, seeded)] = 0
+    return kept
 
 
 def blend_with_prior(probabilities: torch.Tensor, prior: np.ndarray | None) -> torch.Tensor:
@@ -164,9 +200,11 @@ def iter_predict_volume(
         start = chunk.stop
         yield PredictionProgress(chunk.stop, count)
     lookup = np.asarray(model.label_values, dtype=np.int64)
-    labels = lookup[classes].astype(_label_dtype(int(lookup.max())))
+    labels = np.moveaxis(lookup[classes].astype(_label_dtype(int(lookup.max()))), 0, axis)
+    if prior is not None and prior.seeds is not None:
+        labels = keep_seeded_components(labels, prior.seeds)
     yield Prediction(
-        labels=np.moveaxis(labels, 0, axis),
+        labels=labels,
         certainty=np.moveaxis(certainty, 0, axis),
         disagreement=np.moveaxis(disagreement, 0, axis),
     )

@@ -1,7 +1,7 @@
 """Training in a separate process, so a crash or a kill cannot take the viewer down.
 
 The child runs the core's training generator (and a final whole-volume prediction, blended with
-the propagated painted slices, see :class:`~napari_semiseg.core.predict.PaintedPrior`) and
+what was painted, see :func:`~napari_semiseg.core.predict.painted_prior`) and
 sends each event through a queue. It runs at the lowest CPU priority (Linux ``SCHED_IDLE``,
 elsewhere nice 10) with one fewer thread than there are cores, so painting and scrolling keep a
 core and win any core they contend for: an idle-class task gets CPU only when nothing else wants
@@ -47,8 +47,9 @@ class VolumePredicted:
 class TrainingJob:
     """Train on ``data``, then predict volume ``predict_volume_index`` (None: no prediction).
 
-    ``painted``: all painted labels of that volume (held-out slices included), propagated and
-    blended into the final prediction; None uses its training labels.
+    ``painted``: all painted labels of that volume (held-out slices included), blended into the
+    final prediction as a :func:`~napari_semiseg.core.predict.painted_prior`; None uses its
+    training labels.
     """
 
     data: TrainingData
@@ -64,7 +65,7 @@ class TrainingJob:
 class PredictionJob:
     """Predict a volume with a saved model; the result comes back as :class:`VolumePredicted`.
 
-    With ``painted`` labels (and their ``scheme``) the propagated painted slices are blended in.
+    With ``painted`` labels (and their ``scheme``) they are blended in (see ``painted_prior``).
     """
 
     model_path: str

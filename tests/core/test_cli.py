@@ -72,7 +72,7 @@ def test_predict_blends_the_painted_slices_given_with_labels(files, capsys):
     assert "--labels needs one file per IMAGE" in capsys.readouterr().err
 
 
-def test_scribble_training_from_the_command_line(files):
+def test_scribble_training_from_the_command_line(files, capsys):
     tmp_path, image, labels, other = files
     scribbles = read_volume(labels).array.copy()
     scribbles[scribbles == 0] = 0
@@ -81,6 +81,13 @@ def test_scribble_training_from_the_command_line(files):
     code = main(["train", str(image), "--labels", str(scribble_path), "--scribbles", "--background-label", "7",
                  "--strategy", "supervised", "--iterations", "2", "--patch-size", "48", "--out", str(tmp_path / "m")])
     assert code == 0
+    assert main(["predict", str(tmp_path / "m"), str(image), "--labels", str(scribble_path),
+                 "--out", str(tmp_path / "p")]) == 0
+    assert "scribbles blended in" in capsys.readouterr().err
+    predicted = read_volume(tmp_path / "p" / f"{read_volume(image).name}_seg.nii.gz").array
+    scribbled = (scribbles > 0) & (scribbles != 7)
+    np.testing.assert_array_equal(predicted[scribbled], scribbles[scribbled])
+    assert np.all(predicted[2, :4, :4] == 0)
 
 
 @pytest.mark.parametrize(

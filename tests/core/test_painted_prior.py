@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_semiseg.core.annotations import AnnotationMode, AnnotationScheme
 from napari_semiseg.core.config import TrainConfig
@@ -11,7 +12,7 @@ from napari_semiseg.core.engine.members import build_members
 from napari_semiseg.core.model import TrainedModel, load_model
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.predict import (PaintedPrior, blend_with_prior, painted_prior, predict_volume,
-                                         prior_probabilities)
+                                         prior_probabilities, keep_seeded_components)
 from napari_semiseg.core.predict import _predict_piecewise
 
 PAINTED = [3, 8, 12]
@@ -87,10 +88,43 @@ def test_painted_prior_only_for_painted_slices():
     np.testing.assert_array_equal(prior.labels[PAINTED], truth[PAINTED])
     assert np.all(prior.quality[PAINTED] == 1.0) and prior.quality[UNPAINTED].max() < 1.0
     assert _dice(prior.labels[UNPAINTED], truth[UNPAINTED]) > 0.7
-    scribbles = AnnotationScheme(AnnotationMode.SCRIBBLES, 0, 3)
-    assert painted_prior(volume, sparse, scribbles) is None
     assert painted_prior(volume, None, AnnotationScheme()) is None
     assert painted_prior(volume, np.zeros_like(truth), AnnotationScheme()) is None
+
+
+def test_only_regions_holding_a_scribble_of_their_class_are_kept():
+    labels = np.zeros((3, 8, 12), dtype=np.uint8)
+    labels[1, 1:3, 1:3] = 1        # seeded by a class-1 scribble
+    labels[0:3, 5:7, 1:3] = 1      # a separate region of class 1, no scribble: dropped
+    labels[1, 1:3, 3:5] = 2        # class 2 touching the seeded class-1 region, its own seed: kept
+    labels[1, 5:7, 8:11] = 2       # class 2 holding only a class-1 scribble: dropped
+    seeds = np.zeros_like(labels)
+    seeds[1, 1, 1] = seeds[1, 6, 9] = 1
+    seeds[1, 2, 4] = 2
+    expected = labels.copy()
+    expected[0:3, 5:7, 1:3] = 0
+    expected[1, 5:7, 8:11] = 0
+    np.testing.assert_array_equal(keep_seeded_components(labels, seeds), expected)
+
+
+def test_scribble_prediction_keeps_scribbles_and_drops_what_no_scribble_holds():
+    volume, truth = ring_phantom((8, 64, 64), seed=2)
+    scribbles = np.zeros_like(truth)
+    scribbles[4, 30:34, 30:34] = 1
+    scribbles[4, 20, 20:44] = 3               # background, painted with label 3
+    scheme = AnnotationScheme(AnnotationMode.SCRIBBLES, 0, 3)
+    prior = painted_prior(volume, scribbles, scheme)
+    assert prior.labels[4, 20, 30] == 0 and prior.quality[4, 20, 30] == 1.0 and prior.quality[0, 0, 0] == 0.0
+    model = _untrained_model()
+    network = predict_volume(model, volume).labels
+    blended = predict_volume(model, volume, prior=prior).labels
+    assert np.all(blended[4, 30:34, 30:34] == 1) and np.all(blended[4, 20, 20:44] == 0)
+    for value in (1, 2):
+        regions, count = ndimage.label(blended == value)
+        for region in range(1, count + 1):
+            assert np.any(scribbles[regions == region] == value), "every kept region holds a scribble"
+    assert np.count_nonzero(blended) < np.count_nonzero(network)
+    assert painted_prior(volume, np.zeros_like(scribbles), scheme) is None
 
 
 def test_blending_lifts_a_briefly_trained_network_above_both_its_parts(tmp_path):
@@ -138,3 +172,26 @@ def test_worker_blends_every_painted_slice_into_the_final_and_loaded_predictions
     _run_prediction(PredictionJob(final.model_path, volume, "compare:v1", device="cpu"), compared)
     np.testing.assert_array_equal(loaded[0].labels[PAINTED], truth[PAINTED])
     assert not np.array_equal(compared[0].labels[PAINTED], truth[PAINTED]), "2 steps cannot learn it alone"
+
+
+def test_worker_blends_scribbles_into_the_final_prediction(tmp_path):
+    """Scribble mode: scribbled voxels come back as scribbled, and each region holds a scribble."""
+    import threading
+
+    from napari_semiseg.ui.training_process import TrainingJob, VolumePredicted, _run_job
+
+    volume, truth = ring_phantom((16, 64, 64), seed=1)
+    scribbles = np.zeros_like(truth)
+    rows = truth[6:10, 32, 8:56]
+    scribbles[6:10, 32, 8:56] = np.where(rows > 0, rows, 3)  # one stroke per slice; 3 paints background
+    scheme = AnnotationScheme(AnnotationMode.SCRIBBLES, 0, 3)
+    config = TrainConfig(strategy="supervised", iterations=2, seed=0, patch_size=64, device="cpu")
+    events = _Events()
+    _run_job(TrainingJob(TrainingData([volume], [scribbles], scheme), config, str(tmp_path)), events,
+             threading.Event(), threading.Event(), [0, -1])
+    final = next(e for e in events if isinstance(e, VolumePredicted)).labels
+    stroke = scribbles > 0
+    np.testing.assert_array_equal(final[stroke], np.where(scribbles[stroke] == 3, 0, scribbles[stroke]))
+    for value in (1, 2):
+        regions, count = ndimage.label(final == value)
+        assert all(np.any(scribbles[regions == region] == value) for region in range(1, count + 1))
