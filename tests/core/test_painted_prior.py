@@ -12,7 +12,7 @@ from napari_semiseg.core.engine.members import build_members
 from napari_semiseg.core.model import TrainedModel, load_model
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.predict import (PaintedPrior, blend_with_prior, painted_prior, predict_volume,
-                                         prior_probabilities, keep_seeded_components)
+                                         keep_seeded_components, prior_probabilities)
 from napari_semiseg.core.predict import _predict_piecewise
 
 PAINTED = [3, 8, 12]
@@ -25,6 +25,14 @@ def _dice(prediction, truth):
         a, b = prediction == label, truth == label
         values.append(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
     return float(np.mean(values))
+
+
+def _every_region_holds_a_scribble_of_its_class(prediction, scribbles, classes=(1, 2)):
+    for value in classes:
+        regions, count = ndimage.label(prediction == value)
+        if not all(np.any(scribbles[regions == region] == value) for region in range(1, count + 1)):
+            return False
+    return True
 
 
 def _untrained_model(label_values=(0, 1, 2)):
@@ -119,10 +127,7 @@ def test_scribble_prediction_keeps_scribbles_and_drops_what_no_scribble_holds():
     network = predict_volume(model, volume).labels
     blended = predict_volume(model, volume, prior=prior).labels
     assert np.all(blended[4, 30:34, 30:34] == 1) and np.all(blended[4, 20, 20:44] == 0)
-    for value in (1, 2):
-        regions, count = ndimage.label(blended == value)
-        for region in range(1, count + 1):
-            assert np.any(scribbles[regions == region] == value), "every kept region holds a scribble"
+    assert _every_region_holds_a_scribble_of_its_class(blended, scribbles)
     assert np.count_nonzero(blended) < np.count_nonzero(network)
     assert painted_prior(volume, np.zeros_like(scribbles), scheme) is None
 
@@ -192,6 +197,4 @@ def test_worker_blends_scribbles_into_the_final_prediction(tmp_path):
     final = next(e for e in events if isinstance(e, VolumePredicted)).labels
     stroke = scribbles > 0
     np.testing.assert_array_equal(final[stroke], np.where(scribbles[stroke] == 3, 0, scribbles[stroke]))
-    for value in (1, 2):
-        regions, count = ndimage.label(final == value)
-        assert all(np.any(scribbles[regions == region] == value) for region in range(1, count + 1))
+    assert _every_region_holds_a_scribble_of_its_class(final, scribbles)
