@@ -9,18 +9,21 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -73,6 +76,35 @@ CHECKPOINT_SECONDS = 20.0  # a killed training process loses at most this much w
 STEP_DISPLAY_SECONDS = 1.0  # each status change repaints the dock: 70-90 ms with software OpenGL
 
 
+class VerticalScrollArea(QScrollArea):
+    """Scrolls its content up and down only: as wide as the content needs, as short as the dock allows."""
+
+    def __init__(self):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt's name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        # the content's width changes after construction (napari's style sheet, longer labels)
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        if self.widget() is None:
+            return hint
+        scrollbar = max(self.verticalScrollBar().sizeHint().width(),
+                        self.style().pixelMetric(QStyle.PM_ScrollBarExtent, None, self.verticalScrollBar()))
+        width = self.widget().minimumSizeHint().width() + scrollbar + 2 * self.frameWidth()
+        return QSize(max(width, hint.width()), hint.height())
+
+
 class SemisegWidget(QWidget):
     """Train a segmentation model from a few painted slices without blocking the viewer."""
 
@@ -103,7 +135,8 @@ class SemisegWidget(QWidget):
 
     # ----- construction -------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         self.project_panel = ProjectPanel(self)
         layout.addWidget(self.project_panel)
         layout.addWidget(self._data_box())
@@ -120,6 +153,16 @@ class SemisegWidget(QWidget):
         self.propagation.recorder = lambda scope, **facts: self.review.recorder("registration", scope, **facts)
         layout.addWidget(self.review)
         layout.addStretch(1)
+        self._put_in_scroll_area(content)
+
+    def _put_in_scroll_area(self, content: QWidget) -> None:
+        # napari docks plugin widgets without a scroll area: the panels stacked are taller than a
+        # laptop screen, and their minimum height would stretch the viewer window past it
+        self.scroll_area = VerticalScrollArea()
+        self.scroll_area.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
 
     def _data_box(self) -> QGroupBox:
         box = QGroupBox("Data")

@@ -129,3 +129,16 @@ def test_propagation_fills_slices_with_scores_and_threshold_acceptance_is_one_un
     panel._go_to_slice(panel.slice_list.item(0))
     target = panel.slice_list.item(0).text().split(":")[0].split()[1]
     assert widget.viewer.dims.current_step[0] == int(target)
+
+
+def test_dock_scrolls_instead_of_stretching_the_window_past_a_laptop_screen(scene, qtbot):
+    viewer, widget, labels, truth = scene
+    window = viewer.window._qt_window
+    window.show()
+    window.resize(1280, 720)
+    qtbot.waitUntil(lambda: widget.isVisible())
+    assert widget.scroll_area.widget().minimumSizeHint().height() > 720, "the panels stacked are taller than the screen"
+    qtbot.waitUntil(lambda: window.height() <= 720)
+    assert widget.scroll_area.verticalScrollBar().maximum() > 0, "the rest of the panels are a scroll away"
+    # the dock settles its width a few event-loop turns after the window does
+    qtbot.waitUntil(lambda: widget.scroll_area.horizontalScrollBar().maximum() == 0, timeout=3000)
