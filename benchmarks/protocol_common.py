@@ -80,7 +80,8 @@ class ResultFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(Path(tempfile.gettempdir()) / f"{self.path.stem}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            merged = {self.key(r): r for r in self._read() + self.rows}
+            # what is on disk wins over this process's copy: another process may have redone a row since
+            merged = {self.key(r): r for r in self.rows + self._read()}
             merged[self.key(row)] = row
             self.rows = list(merged.values())
             write_text_atomic(self.path, json.dumps({"meta": meta, "rows": self.rows}, indent=1))

@@ -22,6 +22,16 @@ def test_two_writers_fill_one_result_file(tmp_path):
     assert reread.has(case="b", k=1) and not reread.has(case="b", k=2)
 
 
+def test_a_row_redone_by_another_writer_is_not_reverted_by_a_stale_copy(tmp_path):
+    path = tmp_path / "results.json"
+    ResultFile(path, ("case", "k")).add({"case": "a", "k": 1, "value": "old"}, {})
+    long_run = ResultFile(path, ("case", "k"))  # started before the redo, holds the old row
+    ResultFile(path, ("case", "k")).add({"case": "a", "k": 1, "value": "redone"}, {})
+    long_run.add({"case": "b", "k": 1, "value": "new"}, {})
+    reread = ResultFile(path, ("case", "k"))
+    assert sorted((r["case"], r["value"]) for r in reread.rows) == [("a", "redone"), ("b", "new")]
+
+
 def test_painted_slices_are_spread_over_the_heart():
     truth = np.zeros((12, 4, 4), np.uint8)
     truth[2:10, 1:3, 1:3] = 1  # heart on slices 2..9
