@@ -76,7 +76,8 @@ def table(rows: list[dict]) -> list[str]:
     for strategy, annotated, budget in groups:
         mine = [r for r in rows if (r["strategy"], r["annotated"], r["budget"]) == (strategy, annotated, budget)]
         volumes = [v for r in mine for v in r["volumes"]]
-        cells = [strategy, str(annotated), budget, ",".join(str(r["fold"]) for r in mine), str(len(volumes))]
+        fold_list = ",".join(str(fold) for fold in sorted(r["fold"] for r in mine))
+        cells = [strategy, str(annotated), budget, fold_list, str(len(volumes))]
         lines.append("| " + " | ".join(cells + summary_cells(volumes, CLASSES)) + " |")
     return lines
 

@@ -43,6 +43,7 @@ def main() -> None:
     widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
     widget.budget_unit.setCurrentText("minutes")
     widget.budget_spin.setValue(args.minutes)
+    widget.continue_check.setChecked(False)  # a fresh model: an earlier run's would make this picture longer than its budget
     viewer.dims.set_current_step(0, 31)
     assert widget.start_training(), widget.status_label.text()
     while widget.process.running:
@@ -52,7 +53,9 @@ def main() -> None:
     unpainted = slice_mask(tissue.shape, 0, painted)
     scores = dice_per_class(np.asarray(viewer.layers["prediction"].data), tissue.array, [1, 2, 3], unpainted)
     print("Dice on unpainted slices:", {k: round(v, 3) for k, v in scores.items()}, widget.status_label.text())
-    viewer.layers["certainty"].visible = False
+    for overlay in ("certainty", "review certainty"):  # the prediction is what the picture shows
+        if overlay in viewer.layers:
+            viewer.layers[overlay].visible = False
     viewer.layers.selection.active = annotations
     settle_window()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
