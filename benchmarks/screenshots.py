@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 from napari_semiseg._sample_data import load_sample_volumes  # noqa: E402
 from napari_semiseg.core.metrics import dice_per_class, slice_mask  # noqa: E402
 from napari_semiseg.ui.launch import open_demo, settle_window  # noqa: E402
+from napari_semiseg.ui.layers import CERTAINTY_LAYER  # noqa: E402
+from napari_semiseg.ui.review_panel import REVIEW_LAYER  # noqa: E402
 from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
     widget.budget_unit.setCurrentText("minutes")
     widget.budget_spin.setValue(args.minutes)
-    widget.continue_check.setChecked(False)  # a fresh model: an earlier run's would make this picture longer than its budget
+    widget.continue_check.setChecked(False)  # an earlier run's model would make the picture longer than its budget
     viewer.dims.set_current_step(0, 31)
     assert widget.start_training(), widget.status_label.text()
     while widget.process.running:
@@ -53,7 +55,7 @@ def main() -> None:
     unpainted = slice_mask(tissue.shape, 0, painted)
     scores = dice_per_class(np.asarray(viewer.layers["prediction"].data), tissue.array, [1, 2, 3], unpainted)
     print("Dice on unpainted slices:", {k: round(v, 3) for k, v in scores.items()}, widget.status_label.text())
-    for overlay in ("certainty", "review certainty"):  # the prediction is what the picture shows
+    for overlay in (CERTAINTY_LAYER, REVIEW_LAYER):  # the prediction is what the picture shows
         if overlay in viewer.layers:
             viewer.layers[overlay].visible = False
     viewer.layers.selection.active = annotations
