@@ -41,9 +41,20 @@ install_python_packages() {
 # The headless tests run in one process. Each GUI test runs in a process of its own: PySide6 6.12
 # can abort at garbage collection ("none_dealloc") after many napari viewers have lived in one
 # process, which would fail a suite whose every test passed.
+# Training results depend on the CPU's vector kernels, and CI gets AVX2 and AVX-512 machines by
+# turns: on an AVX-512 machine the float_path tests run a second time on the AVX2 kernels, torch's
+# own (ATEN_CPU_CAPABILITY) and oneDNN's convolutions (ONEDNN_MAX_CPU_ISA), so both paths are checked.
+run_float_path_tests_on_avx2_kernels() {
+  [[ "$("$VENV/bin/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')" == AVX512 ]] || return 0
+  echo "running the float_path tests again on the AVX2 kernels" >&2
+  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+    -m float_path --ignore=tests/ui
+}
+
 run_default_suite() {
   local failed=0 test_id
   "$VENV/bin/python" -m pytest -q --ignore=tests/ui || failed=1
+  run_float_path_tests_on_avx2_kernels || failed=1
   while read -r test_id; do
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$test_id" || { echo "FAILED: $test_id" >&2; failed=1; }
   done < <("$VENV/bin/python" -m pytest --collect-only -q tests/ui | grep '::')

@@ -36,6 +36,7 @@ def _run(data, tmp_path, **config):
     return events
 
 
+@pytest.mark.float_path
 def test_supervised_training_learns_the_unpainted_slices(tmp_path):
     """From 3 painted slices, 120 CPU steps segment the other 13 slices (untrained: near 0)."""
     volume, truth, data = _phantom_data()

@@ -1,74 +1,55 @@
-"""Each teacher or contrastive strategy trains on a phantom and is compared with supervised-only.
+"""Each teacher or contrastive strategy trains end to end on a phantom: the loop runs its terms,
+the supervised loss falls, the strategy's own term is active and finite, the checkpoint holds the
+right members, and the prediction has learned the unpainted slices.
 
-Same phantom, seed, single thread and number of iterations (40 steps of 4 crops at 48²) for
-every strategy; Dice on the unpainted slices. Measured (2026-11-22): supervised 0.774, cct_r
-0.826, mcsc 0.825, mcsc_v2 0.796, mean_teacher 0.777. MCSC and CCT-R beat supervised-only here
-and must keep doing so. MCSCv2 may trail by up to 0.03: after a fresh install of the same code
-(2026-12-06) it scored 0.766 against 0.773, and over seeds 1 to 3 it beats supervised-only on two
-(0.835 vs 0.801, 0.857 vs 0.838) and trails on one (0.934 vs 0.960); at 40 steps its sign is
-within seed noise. The mean teacher only ties:
-in 40 steps its consistency weight reaches full strength at step 16 (sigmoid ramp over 40 %
-of the budget) and its student sees half as many painted crops as supervised-only, so it may
-trail by up to 0.05.
+40 steps of 4 crops at 48², one thread, seed 0 (the ``teacher_40`` setup of
+benchmarks/phantom_seed_spread.py). Whether a strategy beats supervised-only here is not tested:
+over seeds 0 to 5 the difference "strategy minus supervised" spans -0.08 to +0.05 for CCT-R,
+-0.04 to +0.05 for MCSC and MCSCv2 and -0.36 to +0.01 for the mean teacher, and the same seed
+moves by up to 0.07 between CPUs (MCSC at seed 0: 0.823 on an AMD EPYC, 0.755 on an Intel Xeon),
+so one run cannot tell; the means over seeds are in resources/benchmarks/phantom_seed_spread.md
+and the real comparison is the ACDC and left-atrium protocols'. What each term does is tested
+seed-free in test_strategy_mechanisms.py.
+
+The floor on Dice sits below every seed measured (lowest of seeds 0 to 5 under AVX-512, AVX2 and
+AVX2 with oneDNN capped to AVX2: supervised 0.773, MCSC 0.801, MCSCv2 0.766, CCT-R 0.822) and
+above what the network gives untrained or after 5 steps (0.00 to 0.44 over seeds 0 to 3). The
+mean teacher is slower to learn in 40 steps (its student sees half as many painted crops, its
+consistency weight reaches full strength only at step 16): lowest 0.475 (seed 3), so its floor is
+only above the untrained network.
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from napari_semiseg.core.annotations import AnnotationScheme
-from napari_semiseg.core.config import TrainConfig
-from napari_semiseg.core.engine import TrainingData, loop, train
 from napari_semiseg.core.engine.checkpoint import load_checkpoint
 from napari_semiseg.core.events import StepCompleted
 from napari_semiseg.core.model import load_model
-from napari_semiseg.core.phantoms import paint_slices, ring_phantom
-from napari_semiseg.core.predict import predict_volume
 
-PAINTED = [2, 6, 9]
-ITERATIONS = 40
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from phantom_seed_spread import TEACHER_SETUP, train_on_phantom  # noqa: E402
 
-# How far each strategy may trail supervised-only in mean foreground Dice on the unpainted slices.
-ALLOWED_GAP = {"mean_teacher": 0.05, "mcsc": 0.0, "mcsc_v2": 0.03, "cct_r": 0.0}
+pytestmark = pytest.mark.float_path
 
-
-def _dice(prediction, truth, label):
-    a, b = prediction == label, truth == label
-    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+EXTRA_TERM = {"mean_teacher": "consistency", "mcsc": "mcsc_contrastive", "mcsc_v2": "certainty_contrastive",
+              "cct_r": "reps_contrastive"}
+DICE_FLOOR = {"mean_teacher": 0.35, "mcsc": 0.65, "mcsc_v2": 0.65, "cct_r": 0.65}
 
 
-def _train(strategy, out_dir, monkeypatch):
-    monkeypatch.setattr(loop, "STEP_EVENT_SECONDS", 0.0)  # an event per step: the loss curve
-    volume, truth = ring_phantom((12, 48, 48), seed=2)
-    data = TrainingData([volume], [paint_slices(truth, PAINTED)], AnnotationScheme())
-    config = TrainConfig(strategy=strategy, iterations=ITERATIONS, batch_size=4, patch_size=48, seed=0, threads=1)
-    events = list(train(data, config, out_dir))
-    prediction = predict_volume(load_model(out_dir), volume)
-    unpainted = [i for i in range(truth.shape[0]) if i not in PAINTED]
-    dice = float(np.mean([_dice(prediction.labels[unpainted], truth[unpainted], c) for c in (1, 2)]))
-    return [e for e in events if isinstance(e, StepCompleted)], dice
-
-
-@pytest.fixture(scope="module")
-def supervised_dice(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        return _train("supervised", tmp_path_factory.mktemp("supervised"), monkeypatch)[1]
-    finally:
-        monkeypatch.undo()
-
-
-@pytest.mark.parametrize("strategy", sorted(ALLOWED_GAP))
-def test_strategy_learns_and_stays_within_its_bound_of_supervised(strategy, supervised_dice, tmp_path, monkeypatch):
-    steps, dice = _train(strategy, tmp_path, monkeypatch)
-    assert len(steps) == ITERATIONS
+@pytest.mark.parametrize("strategy", sorted(EXTRA_TERM))
+def test_strategy_trains_end_to_end_and_learns_the_unpainted_slices(strategy, tmp_path):
+    events, dice = train_on_phantom(TEACHER_SETUP, strategy, tmp_path)
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert len(steps) == TEACHER_SETUP.iterations
     supervised = [s.terms["supervised"] for s in steps]
     assert np.mean(supervised[-8:]) < 0.8 * np.mean(supervised[:8]), "the supervised loss must go down"
-    extra = {"mean_teacher": "consistency", "mcsc": "mcsc_contrastive", "mcsc_v2": "certainty_contrastive",
-             "cct_r": "reps_contrastive"}[strategy]
+    extra = EXTRA_TERM[strategy]
     assert all(np.isfinite(s.terms[extra]) for s in steps) and any(s.terms[extra] > 0 for s in steps)
-    print(f"{strategy}: Dice {dice:.3f}, supervised {supervised_dice:.3f}")
-    assert dice >= supervised_dice - ALLOWED_GAP[strategy], (
-        f"{strategy} trails supervised by {supervised_dice - dice:.3f} (allowed {ALLOWED_GAP[strategy]})")
+    print(f"{strategy}: Dice {dice:.3f} on the unpainted slices")
+    assert dice > DICE_FLOOR[strategy], f"{strategy} reached Dice {dice:.3f} (floor {DICE_FLOOR[strategy]})"
 
     checkpoint = load_checkpoint(tmp_path)
     assert [t["kind"] for t in checkpoint["terms"]][-1] == extra
@@ -76,4 +57,3 @@ def test_strategy_learns_and_stays_within_its_bound_of_supervised(strategy, supe
         members = {m["name"]: m for m in checkpoint["members"]}
         assert members["teacher"]["ema_of"] == "student" and not members["teacher"]["predicts"]
         assert set(load_model(tmp_path).networks) == {"student"}
-
