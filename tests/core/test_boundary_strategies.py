@@ -4,13 +4,13 @@ the unpainted slices.
 
 60 steps of 4 crops at 48², one thread, seed 0 (the ``boundary_60`` setup of
 benchmarks/phantom_seed_spread.py). Whether a strategy beats supervised-only here is not tested:
-over seeds 0 to 5 "strategy minus supervised" spans -0.03 to +0.07 for BFA and PMCM and -0.09 to
-+0.02 for BoCLIS, within seed noise (the means over seeds are in
+over seeds 0 to 5 "strategy minus supervised" spans -0.04 to +0.08 for BFA, -0.02 to +0.08 for
+PMCM and -0.09 to +0.02 for BoCLIS, within seed noise (the means over seeds are in
 resources/benchmarks/phantom_seed_spread.md); what each term does is tested seed-free in
 test_strategy_mechanisms.py.
 
 The floor on Dice sits below every seed measured (lowest of seeds 0 to 5 under AVX-512, AVX2 and
-AVX2 with oneDNN capped to AVX2: BoCLIS 0.846, BFA 0.904, PMCM 0.919, supervised 0.880) and above
+AVX2 with oneDNN capped to AVX2: BoCLIS 0.846, BFA 0.895, PMCM 0.919, supervised 0.875) and above
 what the network gives untrained or after 5 steps (0.00 to 0.44 over seeds 0 to 3).
 """
 
