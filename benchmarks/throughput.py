@@ -90,14 +90,14 @@ def build_engine_step(strategy: str, setting: str, threads: int = 0, seed: int =
     from napari_semiseg.core.config import TrainConfig
     from napari_semiseg.core.device import set_threads, tune_cpu_allocator
     from napari_semiseg.core.engine import loop
-    from napari_semiseg.core.engine.data import BatchSampler
+    from napari_semiseg.core.engine.data import BatchSampler, TrainingData
     from napari_semiseg.core.engine.members import build_members
     from napari_semiseg.core.engine.presets import get_preset
 
     tune_cpu_allocator()
     set_threads(threads)
     volumes, labels, truths = phantom_volumes(seed)
-    data = loop.TrainingData(volumes, labels, AnnotationScheme(AnnotationMode.SLICES, 0))
+    data = TrainingData(volumes, labels, AnnotationScheme(AnnotationMode.SLICES, 0))
     config = TrainConfig(strategy=strategy, iterations=10_000, device="cpu", seed=seed, threads=threads,
                          **SETTINGS[setting])
     label_values = data.check()

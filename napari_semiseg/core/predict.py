@@ -1,4 +1,5 @@
-"""Whole-volume prediction with a certainty map and the members' disagreement.
+"""Whole-volume prediction with a certainty map and the members' disagreement (see
+:mod:`.certainty`).
 
 A volume with painted slices can also be predicted with a :class:`PaintedPrior`: what
 within-volume propagation of those slices says, with its per-voxel quality. The network's class
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .annotations import IGNORE, AnnotationMode, AnnotationScheme, class_indices, known_mask
+from .certainty import certainty_from_probabilities, disagreement_between
 from .engine.data import normalise_intensity
 from .events import PredictionProgress
 from .memory import OutOfMemory, is_out_of_memory, release_memory
@@ -126,25 +128,6 @@ def blend_with_prior(probabilities: torch.Tensor, prior: np.ndarray | None) -> t
     prior_tensor = torch.from_numpy(prior).to(probabilities.device)
     log_product = torch.log(probabilities.clamp_min(1e-12)) + torch.log(prior_tensor.clamp_min(1e-12))
     return F.softmax(log_product, dim=1)
-
-
-def certainty_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
-    """1 - normalised entropy over the class axis (dim 1): 1 is certain, 0 is uniform."""
-    num_classes = probabilities.shape[1]
-    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-8))).sum(dim=1)
-    return 1.0 - entropy / np.log(num_classes)
-
-
-def disagreement_between(member_probabilities: list[torch.Tensor]) -> torch.Tensor:
-    """Mean total-variation distance between the members' class probabilities (0 to 1)."""
-    if len(member_probabilities) < 2:
-        return torch.zeros_like(member_probabilities[0][:, 0])
-    pairs = [
-        0.5 * (a - b).abs().sum(dim=1)
-        for i, a in enumerate(member_probabilities)
-        for b in member_probabilities[i + 1 :]
-    ]
-    return torch.stack(pairs).mean(dim=0)
 
 
 @torch.no_grad()

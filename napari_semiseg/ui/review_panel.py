@@ -32,8 +32,8 @@ from qtpy.QtWidgets import (
 
 from .._writer import write_provenance
 from ..core import accept as edits
+from ..core.certainty import ReviewMap, fuse_certainty, rank_slices, registered_mask, slice_summaries
 from ..core.provenance import CODE_NAMES, Provenance, slices_touched
-from ..core.review import ReviewMap, fuse_certainty, rank_slices, registered_mask, slice_summaries
 from .layers import current_slice, geometry_kwargs, layer_meta, painting_axis, upsert_layer
 
 REVIEW_LAYER = "review certainty"

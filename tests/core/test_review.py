@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_semiseg.core.review import (
+from napari_semiseg.core.certainty import (
     FusionWeights,
     fuse_certainty,
     rank_slices,

@@ -8,22 +8,21 @@ import torch
 from torch import nn
 
 from napari_semiseg.core.engine.checkpoint import load_checkpoint, save_checkpoint
-from napari_semiseg.core.engine.contrastive import (
-    CertaintyContrastive,
-    FifoBank,
-    SlicePrototypeBank,
-    certainty_contrastive_loss,
-    class_balanced_contrastive_loss,
-    sample_per_class,
-)
+from napari_semiseg.core.engine.contrastive import CertaintyContrastive, FifoBank, SlicePrototypeBank
+from napari_semiseg.core.engine.data import Batch
 from napari_semiseg.core.engine.hooks import EmaUpdate, build_hooks, update_ema
 from napari_semiseg.core.engine.loop import _optimizer, _restore
 from napari_semiseg.core.engine.members import Member
 from napari_semiseg.core.engine.presets import MemberSpec, StrategyPreset, TermSpec, options
 from napari_semiseg.core.engine.step import Step
 from napari_semiseg.core.engine.teacher_terms import ConsistencyTerm, consistency_mse
-from napari_semiseg.core.engine.terms import Batch, FunctionTerm, TermContext, build_term, supervised_term
+from napari_semiseg.core.engine.terms import FunctionTerm, TermContext, build_term, supervised_term
 from napari_semiseg.core.engine.views import strong_view
+from napari_semiseg.core.losses.contrastive import (
+    certainty_contrastive_loss,
+    class_balanced_contrastive_loss,
+    sample_per_class,
+)
 
 IGNORE = -1
 

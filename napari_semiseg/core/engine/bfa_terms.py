@@ -81,6 +81,7 @@ def boundary_head_loss(boundary_logits: torch.Tensor, band: torch.Tensor, known:
 
 class _MixedTerm(Term):
     feature_kind = "heads"
+    supports_ddp = False  # the student runs a second time per step, on the mixed images
 
     def __init__(self, spec, context, members):
         super().__init__(spec, context, members)

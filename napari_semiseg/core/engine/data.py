@@ -1,4 +1,5 @@
-"""Training data: 2D slices along the annotation axis, random crops and augmentation.
+"""Training data: the volumes and labels of a run, their 2D slices along the annotation axis,
+random crops and augmentation.
 
 Augmentation draws its random parameters first and applies them to the whole batch in
 one vectorised call, so it costs little next to the networks.
@@ -13,10 +14,49 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..annotations import IGNORE
-from .terms import Batch
+from ..annotations import IGNORE, AnnotationScheme, check_label_array, check_trainable
+from ..volume import Volume, check_image_usable
 
 MAX_FOREGROUND_SAMPLES = 4096
+
+
+@dataclass
+class TrainingData:
+    """Volumes with their label arrays (``None`` for unannotated volumes).
+
+    ``registration_cache`` is a folder where registrations (for registration pseudo-labels) are
+    kept between runs, such as a project's ``registration-cache``; None keeps nothing.
+    """
+
+    volumes: list[Volume]
+    labels: list[np.ndarray | None]
+    scheme: AnnotationScheme
+    registration_cache: str | None = None
+
+    def check(self) -> tuple[int, ...]:
+        """Validate images and labels and return the class label values."""
+        if len(self.volumes) != len(self.labels):
+            raise ValueError("Give one label array (or None) per volume.")
+        for volume, labels in zip(self.volumes, self.labels):
+            check_image_usable(volume)
+            if labels is not None:
+                check_label_array(labels, volume.shape, name=f"labels of '{volume.name}'")
+        return check_trainable([labels for labels in self.labels if labels is not None], self.scheme)
+
+
+@dataclass
+class Batch:
+    """A training batch: the first ``annotated`` rows carry targets, the rest do not."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    annotated: int
+    pseudo_targets: torch.Tensor | None = None
+    pseudo_weights: torch.Tensor | None = None
+
+    @property
+    def has_unannotated(self) -> bool:
+        return self.images.shape[0] > self.annotated
 
 
 def normalise_intensity(array: np.ndarray) -> np.ndarray:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from ..annotations import IGNORE, AnnotationScheme, check_label_array, check_trainable, to_targets
+from ..annotations import IGNORE, to_targets
 from ..config import TrainConfig
 from ..device import resolve_device, set_threads, tune_cpu_allocator
 from ..memory import OutOfMemory, is_out_of_memory, release_memory, voxels_that_fit
@@ -34,9 +33,8 @@ from ..metrics import dice, mean_ignoring_absent
 from ..model import TrainedModel
 from ..predict import predict_slices
 from ..validation import HeldOutSlices, ValidationScorer
-from ..volume import Volume, check_image_usable
 from .checkpoint import save_checkpoint
-from .data import BatchSampler, build_training_slices, normalise_intensity
+from .data import Batch, BatchSampler, TrainingData, build_training_slices, normalise_intensity
 from .composition import build_terms, feature_kind, trainable_groups, weighted_losses
 from .hooks import build_hooks
 from .members import Member, build_members, copy_weights
@@ -45,7 +43,7 @@ from .presets import StrategyPreset, get_preset
 from .pseudo_labels import RegistrationPlan, registration_pseudo_labels
 from .schedules import poly
 from .step import Step
-from .terms import Batch, TermContext
+from .terms import TermContext, kind_capability
 from .views import strong_view
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,6 @@ STEP_EVENT_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.1
 REGISTRATION_MIN_QUALITY = 0.5
 MEMBER_DICE_MARGIN = 0.1
-DDP_UNSUPPORTED = ("bfa",)  # its boundary term runs the student a second time on mixed images
 PreviewRequest = Callable[[], "tuple[int, int] | None"]
 
 
@@ -65,30 +62,6 @@ class StopFlag(Protocol):
 class _NeverStop:
     def is_set(self) -> bool:
         return False
-
-
-@dataclass
-class TrainingData:
-    """Volumes with their label arrays (``None`` for unannotated volumes).
-
-    ``registration_cache`` is a folder where registrations (for registration pseudo-labels) are
-    kept between runs, such as a project's ``registration-cache``; None keeps nothing.
-    """
-
-    volumes: list[Volume]
-    labels: list[np.ndarray | None]
-    scheme: AnnotationScheme
-    registration_cache: str | None = None
-
-    def check(self) -> tuple[int, ...]:
-        """Validate images and labels and return the class label values."""
-        if len(self.volumes) != len(self.labels):
-            raise ValueError("Give one label array (or None) per volume.")
-        for volume, labels in zip(self.volumes, self.labels):
-            check_image_usable(volume)
-            if labels is not None:
-                check_label_array(labels, volume.shape, name=f"labels of '{volume.name}'")
-        return check_trainable([labels for labels in self.labels if labels is not None], self.scheme)
 
 
 class Budget:
@@ -165,7 +138,7 @@ def _train(data, config, out_dir, stop, preview_request, preview_seconds, initia
     torch.manual_seed(config.seed)
     budget = Budget(config)  # registration counts against the budget: the user waits for it too
     pseudo = None
-    if any(term.kind == "registration" for term in preset.terms):
+    if _needs_registration_targets(preset):
         plan = RegistrationPlan(config.registration_seconds, data.registration_cache, config.threads, config.seed)
         for item in registration_pseudo_labels(data, label_values, REGISTRATION_MIN_QUALITY, stop, plan):
             if isinstance(item, list):
@@ -180,9 +153,7 @@ def _train(data, config, out_dir, stop, preview_request, preview_seconds, initia
     iteration = _restore(initial_checkpoint, members, optimizer, label_values, terms)
     rank_seed = distributed.seed_offset if distributed else 0
     if distributed:
-        if preset.name in DDP_UNSUPPORTED:
-            raise ValueError(f"Strategy '{preset.name}' runs a network twice per step, which distributed "
-                             "training does not support yet; train it on one process.")
+        _check_distributable(preset, terms)
         torch.manual_seed(config.seed + rank_seed)  # different dropout on each rank's different batches
     sampler = BatchSampler(
         slices, config.patch_size, config.batch_size, preset.uses_unannotated, config.augment,
@@ -238,6 +209,19 @@ def _train(data, config, out_dir, stop, preview_request, preview_seconds, initia
     if distributed:
         distributed.barrier()  # the model file exists when any rank reports the end
     yield TrainingFinished(iteration, reason, str(model_path), budget.elapsed, member_dice)
+
+
+def _needs_registration_targets(preset: StrategyPreset) -> bool:
+    """Whether a term of the preset reads registration pseudo-labels (computed before training)."""
+    return any(kind_capability(spec.kind, "needs_registration_targets") for spec in preset.terms)
+
+
+def _check_distributable(preset: StrategyPreset, terms) -> None:
+    """Refuse, before the first step, a strategy with a term that cannot run under DDP."""
+    unsupported = sorted({term.spec.kind for term in terms if not term.supports_ddp})
+    if unsupported:
+        raise ValueError(f"Strategy '{preset.name}' runs a network twice per step (terms: {', '.join(unsupported)}), "
+                         "which distributed training does not support yet; train it on one process.")
 
 
 def _step_within_memory(run: "_Run", sampler: BatchSampler, progress: float) -> dict[str, float]:

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 
+from .data import Batch
 from .members import Member
-from .terms import Batch, TermContext
+from .terms import TermContext
 
 FEATURE_METHODS = {"encoder": "forward_features", "decoder": "forward_decoder_features", "heads": "forward_heads"}
 

@@ -13,7 +13,9 @@ Writing a new term::
         def forward(self, step):            # step: engine.step.Step
             return {name: f(step.features(name)) for name in step.student_names}
 
-and put its module in :data:`TERM_MODULES` so the registry finds it.
+and put its module in :data:`TERM_MODULES` so the registry finds it. A term that needs more of
+the loop declares it with class attributes (:data:`CAPABILITIES`); a term function with
+:func:`term_capabilities`.
 """
 
 from __future__ import annotations
@@ -27,21 +29,7 @@ from torch import nn
 
 from ..annotations import IGNORE
 from ..losses import boundary_band, masked_cross_entropy, masked_dice_loss
-
-
-@dataclass
-class Batch:
-    """A training batch: the first ``annotated`` rows carry targets, the rest do not."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    annotated: int
-    pseudo_targets: torch.Tensor | None = None
-    pseudo_weights: torch.Tensor | None = None
-
-    @property
-    def has_unannotated(self) -> bool:
-        return self.images.shape[0] > self.annotated
+from .data import Batch  # re-exported: terms are written against engine.terms.Batch
 
 
 @dataclass(frozen=True)
@@ -62,6 +50,23 @@ class TermContext:
 
 
 TermFunction = Callable[[Batch, dict[str, torch.Tensor], TermContext], dict[str, torch.Tensor]]
+
+# What a term tells the loop about itself, with the default of a term that declares nothing.
+CAPABILITIES = {"supports_ddp": True, "needs_registration_targets": False}
+
+
+def term_capabilities(**flags: bool):
+    """Function decorator declaring :data:`CAPABILITIES` of a plain term function."""
+    unknown = sorted(set(flags) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(f"unknown term capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}.")
+
+    def declare(function: TermFunction) -> TermFunction:
+        for name, value in flags.items():
+            setattr(function, name, bool(value))
+        return function
+
+    return declare
 
 
 def supervised_term(batch: Batch, logits: dict[str, torch.Tensor], context: TermContext) -> dict[str, torch.Tensor]:
@@ -92,6 +97,7 @@ def cross_pseudo_term(batch: Batch, logits: dict[str, torch.Tensor], context: Te
     return losses
 
 
+@term_capabilities(needs_registration_targets=True)
 def registration_term(batch: Batch, logits: dict[str, torch.Tensor], context: TermContext) -> dict[str, torch.Tensor]:
     """Registration supervision (CCT-R's RSL): Dice + quality-weighted CE against registered
     labels on unannotated rows; pixels without a trustworthy registered label are ignored."""
@@ -125,9 +131,16 @@ class Term(nn.Module):
             (``step.features(name)``); the step then runs each member's ``forward_features``
             (or ``forward_decoder_features``) once instead of its plain forward.
         learning_rate: for the term's own parameters, if any (default: the first student's).
+        supports_ddp: False if the term cannot run under distributed data-parallel training
+            (it runs a network a second time per step); the loop then refuses to start under
+            torchrun.
+        needs_registration_targets: True if the term reads ``batch.pseudo_targets`` and
+            ``batch.pseudo_weights``: the loop then computes registration pseudo-labels first.
     """
 
     feature_kind: str | None = None
+    supports_ddp: bool = CAPABILITIES["supports_ddp"]
+    needs_registration_targets: bool = CAPABILITIES["needs_registration_targets"]
 
     def __init__(self, spec: "TermSpec", context: TermContext, members: Sequence["Member"]):
         super().__init__()
@@ -144,11 +157,14 @@ class Term(nn.Module):
 
 
 class FunctionTerm(Term):
-    """A plain term function over the students' logits, as a :class:`Term`."""
+    """A plain term function over the students' logits, as a :class:`Term`, with the capabilities
+    the function declares (:func:`term_capabilities`)."""
 
     def __init__(self, function: TermFunction, spec: "TermSpec", context: TermContext, members: Sequence["Member"]):
         super().__init__(spec, context, members)
         self.function = function
+        for name in CAPABILITIES:
+            setattr(self, name, capability(function, name))
 
     def forward(self, step: "Step") -> dict[str, torch.Tensor]:
         return self.function(step.batch, step.student_logits(), step.context)
@@ -185,6 +201,16 @@ def get_term(kind: str) -> TermFunction | type[Term]:
         return TERMS[kind]
     except KeyError:
         raise ValueError(f"Unknown loss term '{kind}'; known terms: {', '.join(TERMS)}.") from None
+
+
+def capability(term: TermFunction | type[Term] | Term, name: str) -> bool:
+    """A capability flag (see :data:`CAPABILITIES`) of a term class, instance or function."""
+    return bool(getattr(term, name, CAPABILITIES[name]))
+
+
+def kind_capability(kind: str, name: str) -> bool:
+    """A capability flag of the registered term ``kind``, known before any term is built."""
+    return capability(get_term(kind), name)
 
 
 def build_term(spec: "TermSpec", context: TermContext, members: Sequence["Member"]) -> Term:

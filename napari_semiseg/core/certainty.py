@@ -1,4 +1,5 @@
-"""Where to look next: one fused "needs review" certainty map, a per-slice summary, a ranking.
+"""How sure a prediction is, and where to look next: per-voxel certainty and the members'
+disagreement, one fused "needs review" certainty map, a per-slice summary and a ranking.
 
 Three signals say a voxel may be wrong, each turned into a *need for review* in [0, 1]:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 ENTROPY = "entropy"
 DISAGREEMENT = "disagreement"
@@ -36,6 +38,25 @@ REASONS = {
     DISAGREEMENT: "network disagreement",
     REGISTRATION: "low registration consistency",
 }
+
+
+def certainty_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    """1 - normalised entropy over the class axis (dim 1): 1 is certain, 0 is uniform."""
+    num_classes = probabilities.shape[1]
+    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-8))).sum(dim=1)
+    return 1.0 - entropy / np.log(num_classes)
+
+
+def disagreement_between(member_probabilities: list[torch.Tensor]) -> torch.Tensor:
+    """Mean total-variation distance between the members' class probabilities (0 to 1)."""
+    if len(member_probabilities) < 2:
+        return torch.zeros_like(member_probabilities[0][:, 0])
+    pairs = [
+        0.5 * (a - b).abs().sum(dim=1)
+        for i, a in enumerate(member_probabilities)
+        for b in member_probabilities[i + 1 :]
+    ]
+    return torch.stack(pairs).mean(dim=0)
 
 
 @dataclass(frozen=True)
