@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import Callable
+
 import numpy as np
+from app_model.types import KeyCode, KeyMod
 
 from .._reader import geometry_layer_kwargs
 from .._writer import layer_geometry
@@ -77,6 +81,56 @@ def mark_preview(layers, preview: bool) -> None:
     """Flag ``layers`` as holding training previews (True) or a finished prediction (False)."""
     for layer in layers:
         layer.metadata[PREVIEW_METADATA_KEY] = preview
+
+
+_EDIT_LISTENERS: dict[str, list[weakref.WeakMethod]] = {}  # labels layer's unique_id -> listeners
+
+
+def follow_voxel_edits(layer, listener: Callable[[], None]) -> None:
+    """Call ``listener()`` (a bound method) after every change to a labels layer's voxels.
+
+    Painting, filling, erasing and acceptance reach it through the layer's paint events, a new
+    array through its data event, and undo and redo through the layer's Ctrl+Z and Ctrl+Shift+Z,
+    which are rebound here to undo and then tell: napari's undo emits no event of its own (only
+    ``set_data``, which every scroll emits too). One place for this, so that autosave, the
+    annotated summary and the provenance all see the same edits.
+    """
+    # napari hands plugin widgets a proxy that wraps each layer anew on every access, so a layer
+    # is recognised by its unique_id, not by identity.
+    key = str(layer.unique_id)
+    listeners = _EDIT_LISTENERS.get(key)
+    if listeners is None:
+        listeners = _EDIT_LISTENERS[key] = []
+        _tell_listeners_of_edits(layer, listeners)
+    if not any(ref() == listener for ref in listeners):
+        listeners.append(weakref.WeakMethod(listener))
+
+
+def stop_following_voxel_edits(layer, listener: Callable[[], None]) -> None:
+    """Undo :func:`follow_voxel_edits` for ``listener``."""
+    listeners = _EDIT_LISTENERS.get(str(layer.unique_id), [])
+    listeners[:] = [ref for ref in listeners if ref() is not None and ref() != listener]
+
+
+def _tell_listeners_of_edits(layer, listeners: list[weakref.WeakMethod]) -> None:
+    def tell(*_args) -> None:
+        for ref in list(listeners):
+            listener = ref()
+            if listener is not None:
+                listener()
+
+    def undo(labels) -> None:
+        labels.undo()
+        tell()
+
+    def redo(labels) -> None:
+        labels.redo()
+        tell()
+
+    layer.events.paint.connect(tell)
+    layer.events.data.connect(tell)
+    layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, undo, overwrite=True)
+    layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo, overwrite=True)
 
 
 def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False,

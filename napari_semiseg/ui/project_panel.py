@@ -26,7 +26,8 @@ from ..core.events import CheckpointSaved, TrainingFailed, TrainingFinished, Tra
 from ..core.export import ExportItem, export_maps
 from ..core.project import Project, ProjectError
 from ..core.volume import VolumeError, is_readable_path, read_volume, write_volume
-from .layers import CERTAINTY_LAYER, is_preview, layer_meta, volume_from_layer
+from .layers import (CERTAINTY_LAYER, follow_voxel_edits, is_preview, layer_meta, stop_following_voxel_edits,
+                     volume_from_layer)
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,9 @@ class ProjectPanel(QGroupBox):
     def _attach(self, project: Project, name: str, labels: Labels) -> None:
         if self.labels_layer is not None and self.labels_layer is not labels:
             self.save_now()
-            self.labels_layer.events.paint.disconnect(self._edited)
-            self.labels_layer.events.data.disconnect(self._edited)
+            stop_following_voxel_edits(self.labels_layer, self._edited)
         self.project, self.volume_name, self.labels_layer = project, name, labels
-        labels.events.paint.connect(self._edited)
-        labels.events.data.connect(self._edited)
+        follow_voxel_edits(labels, self._edited)  # undo and redo too: an undone stroke must not stay on disk
         self.widget.runs_dir = project.runs_dir
         state = " (read-only: changes cannot be saved here)" if project.read_only else ""
         self.folder_label.setText(f"Project: {project.folder}{state}")
@@ -191,7 +190,7 @@ class ProjectPanel(QGroupBox):
         self._timer.start()
 
     # ----- autosave -----------------------------------------------------------------------
-    def _edited(self, event=None) -> None:
+    def _edited(self) -> None:
         if self.project is not None:
             self.clock.edited()
             self.saved_label.setText("unsaved changes")

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.registration import PropagationFinished, RegistrationError, SlicePropagated, propagate_slices
+from ..core.registration.slices import check_propagation_inputs
 from .layers import accept_into, current_slice, painting_axis, upsert_layer
 from .training_panel import QuietProgressBar
 
@@ -95,10 +96,15 @@ class PropagationPanel(QGroupBox):
             show_warning("Choose an image layer and a labels layer first.")
             return False
         axis = painting_axis(self.viewer)
+        painted = np.array(labels.data, copy=True)
+        try:  # bad input is said here, not raised in the worker thread as a traceback
+            check_propagation_inputs(np.asarray(image.data), painted, axis)
+        except RegistrationError as error:
+            self._say(str(error))
+            show_warning(str(error))
+            return False
         self._stop = threading.Event()
-        self.worker = create_worker(
-            propagate_slices, np.asarray(image.data), np.array(labels.data, copy=True), axis, stop=self._stop
-        )
+        self.worker = create_worker(propagate_slices, np.asarray(image.data), painted, axis, stop=self._stop)
         self.worker.yielded.connect(self._on_event)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)

@@ -2,7 +2,7 @@
 
 Every acceptance is one ``Labels.data_setitem`` (one undo step) and is noted in the provenance,
 which follows the labels layer: painting and erasing through its paint events, undo and redo
-through the layer's Ctrl+Z / Ctrl+Shift+Z (rebound on the layer to also refresh the provenance),
+through the layer's Ctrl+Z / Ctrl+Shift+Z (``layers.follow_voxel_edits``),
 and anything else at the latest before the next acceptance, ranking or export.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from app_model.types import KeyCode, KeyMod
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Qt, QTimer
@@ -34,7 +33,7 @@ from .._writer import write_provenance
 from ..core import accept as edits
 from ..core.certainty import ReviewMap, fuse_certainty, rank_slices, registered_mask, slice_summaries
 from ..core.provenance import CODE_NAMES, Provenance, slices_touched
-from .layers import current_slice, geometry_kwargs, layer_meta, painting_axis, upsert_layer
+from .layers import current_slice, follow_voxel_edits, geometry_kwargs, layer_meta, painting_axis, upsert_layer
 
 REVIEW_LAYER = "review certainty"
 PROVENANCE_LAYER = "provenance"
@@ -299,30 +298,13 @@ class ReviewPanel(QGroupBox):
         provenance = self._tracked.get(key)
         if provenance is None or provenance.shape != layer.data.shape:
             if provenance is None:
-                self._follow_edits(layer)
+                follow_voxel_edits(layer, self._schedule_sync)
             provenance = Provenance.for_labels(np.asarray(layer.data))
             self._tracked[key] = provenance
         return provenance
 
-    def _schedule_sync(self, event=None) -> None:
+    def _schedule_sync(self) -> None:
         self._sync_timer.start()
-
-    def _follow_edits(self, layer) -> None:
-        """Refresh the provenance after painting, undo and redo on ``layer``."""
-        layer.events.paint.connect(self._schedule_sync)
-
-        # napari's undo emits no event of its own (only set_data, which every scroll emits too),
-        # so the layer's own shortcuts are rebound to undo and then refresh.
-        def undo(labels) -> None:
-            labels.undo()
-            self._schedule_sync()
-
-        def redo(labels) -> None:
-            labels.redo()
-            self._schedule_sync()
-
-        layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, undo, overwrite=True)
-        layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo, overwrite=True)
 
     def sync_provenance(self) -> Provenance | None:
         """Update the provenance from the labels, show it, and re-rank without painted slices."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QSize, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -55,6 +56,7 @@ from .layers import (
     PREDICTION_LAYER,
     accept_into,
     current_slice,
+    follow_voxel_edits,
     geometry_kwargs,
     layer_meta,
     mark_preview,
@@ -119,7 +121,6 @@ class SemisegWidget(QWidget):
         self.checkpoint_seconds = CHECKPOINT_SECONDS
         self._job_record: dict | None = None
         self._validation_dice: float | None = None
-        self._watched_layers: set[int] = set()
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -130,6 +131,7 @@ class SemisegWidget(QWidget):
         self._summary_timer.timeout.connect(self.update_annotated_summary)
         self._build()
         self._connect_viewer()
+        self._close_with_the_viewer()
         self.refresh_layers()
         self._continue_from_current_version()
 
@@ -325,13 +327,11 @@ class SemisegWidget(QWidget):
 
     def _on_labels_changed(self, *args) -> None:
         layer = self.labels_layer
-        if layer is not None and id(layer) not in self._watched_layers:
-            layer.events.paint.connect(self._schedule_summary)
-            layer.events.data.connect(self._schedule_summary)
-            self._watched_layers.add(id(layer))
+        if layer is not None:
+            follow_voxel_edits(layer, self._schedule_summary)  # undo too: the summary must not go stale
         self.update_annotated_summary()
 
-    def _schedule_summary(self, event=None) -> None:
+    def _schedule_summary(self) -> None:
         self._summary_timer.start()
 
     def scheme(self) -> AnnotationScheme:
@@ -717,8 +717,49 @@ class SemisegWidget(QWidget):
         self.status_label.setText(message)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.shut_down()
+        super().closeEvent(event)
+
+    def shut_down(self) -> None:
+        """Save the annotations, end the training process and let go of the viewer's mouse."""
         self.project_panel.save_now()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        # only Python objects here: after the viewer's window closes, the Qt side may be deleted
         if self.process is not None:
             self.process.close()
         self.review.close_callbacks()
-        super().closeEvent(event)
+
+    def _close_with_the_viewer(self) -> None:
+        """napari closes its window without closing the widgets docked in it: watch the window."""
+        window = getattr(self.viewer.window, "_qt_window", None)  # napari has no public closing event
+        if window is not None:
+            self._window_watcher = _WindowCloseWatcher(window, self.project_panel.save_now, self._let_go)
+
+
+class _WindowCloseWatcher(QObject):
+    """Saves at once when the viewer's window is asked to close, and lets go of the training
+    process once it has closed (the user may still cancel napari's "close window?" dialog)."""
+
+    def __init__(self, window: QWidget, save, let_go):
+        super().__init__(window)  # installed on that window only; holds no reference to it
+        self._save, self._let_go = save, let_go
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Close:
+            self._save()
+            window, let_go = weakref.ref(watched), self._let_go
+            # a lambda, not a method of this object: the window deletes its children as it closes
+            QTimer.singleShot(0, lambda: _let_go_unless_open(window, let_go))
+        return False
+
+
+def _let_go_unless_open(window: weakref.ref, let_go) -> None:
+    try:
+        still_open = window() is not None and window().isVisible()
+    except RuntimeError:  # the window is already deleted
+        still_open = False
+    if not still_open:
+        let_go()

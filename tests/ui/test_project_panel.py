@@ -147,3 +147,60 @@ def test_export_during_training_leaves_out_the_preview_certainty(scene, tmp_path
     viewer.layers["certainty"].metadata[PREVIEW_METADATA_KEY] = False  # the final prediction arrived
     files = widget.project_panel.export_all(tmp_path / "again")
     assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz"]
+
+
+def _press(layer, key, napari_default) -> None:
+    """What napari runs for a shortcut pressed while ``layer`` is active: the layer's own binding
+    if it has one, else napari's (``napari_default``)."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    layer.keymap.get(coerce_keybinding(key), napari_default)(layer)
+
+
+def test_undo_and_redo_are_autosaved_and_the_annotated_summary_follows(scene, qtbot, tmp_path):
+    """Defect: autosave listened to paint and data events only, so after Ctrl+Z the file on disk
+    kept the undone stroke while the panel said 'saved', and the summary stayed stale."""
+    from app_model.types import KeyCode, KeyMod
+
+    viewer, widget, labels, truth = scene
+    panel = widget.project_panel
+    project = panel.create_project(tmp_path / "proj")
+    before = labels.data.copy()
+    _paint(labels, 3)
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    qtbot.waitUntil(lambda: widget.annotated_label.text().startswith("4 of 8"), timeout=5_000)
+
+    _press(labels, KeyMod.CtrlCmd | KeyCode.KeyZ, type(labels).undo)
+    assert np.array_equal(labels.data, before)
+    assert panel.saved_label.text() == "unsaved changes"
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, before)
+    qtbot.waitUntil(lambda: widget.annotated_label.text().startswith("3 of 8"), timeout=5_000)
+
+    _press(labels, KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, type(labels).redo)
+    qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
+    assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, labels.data)
+    assert not np.array_equal(labels.data, before)
+
+
+def test_closing_the_viewer_saves_and_ends_the_training_process(scene, qtbot, tmp_path):
+    """Defects: the widget's close handler did not run when the viewer closed, so the last edit
+    was not saved and the training process outlived the viewer."""
+    import psutil
+
+    viewer, widget, labels, truth = scene
+    panel = widget.project_panel
+    project = panel.create_project(tmp_path / "proj")
+    panel.clock = AutosaveClock(quiet_seconds=3600, max_unsaved_seconds=3600)  # only the close can save
+    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData("supervised"))
+    widget.budget_unit.setCurrentText("minutes")
+    widget.budget_spin.setValue(10)
+    assert widget.start_training()
+    child = psutil.Process(widget.process.pid)
+    _paint(labels, 3)
+    edited = labels.data.copy()
+    assert panel.saved_label.text() == "unsaved changes"
+
+    viewer.close()
+    qtbot.waitUntil(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, timeout=15_000)
+    assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, edited)

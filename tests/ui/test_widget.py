@@ -86,6 +86,23 @@ def test_empty_annotation_gives_a_clear_message(scene):
     assert "Nothing is annotated yet" in widget.status_label.text()
 
 
+def test_propagating_with_nothing_painted_says_what_to_do_without_a_traceback(scene, qtbot, monkeypatch):
+    """Defect: the check ran in the worker thread, so the user got a traceback and three error
+    notifications (one of them napari's TypeError from its worker) instead of one message."""
+    from napari_semiseg.ui import propagation_panel
+
+    viewer, widget, labels, truth = scene
+    labels.data = np.zeros_like(labels.data)
+    errors, warnings = [], []
+    monkeypatch.setattr(propagation_panel, "show_error", errors.append)
+    monkeypatch.setattr(propagation_panel, "show_warning", warnings.append)
+    assert not widget.propagation.start()
+    qtbot.wait(200)
+    assert errors == [] and warnings == ["No painted slice: paint at least one slice before propagating."]
+    assert "paint at least one slice" in widget.status_label.text()
+    assert widget.propagation.propagate_button.isEnabled()
+
+
 def test_killed_training_process_is_reported_and_viewer_keeps_working(scene, qtbot):
     viewer, widget, labels, truth = scene
     widget.budget_unit.setCurrentText("minutes")

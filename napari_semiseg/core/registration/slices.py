@@ -91,7 +91,7 @@ def propagate_slices(image: Volume | np.ndarray, labels: np.ndarray, axis: int =
     settings = settings or PropagationSettings()
     array = np.asarray(image.array if isinstance(image, Volume) else image, dtype=np.float32)
     labels = np.asarray(labels.array if isinstance(labels, Volume) else labels)
-    _check_inputs(array, labels, axis)
+    check_propagation_inputs(array, labels, axis)
     start = time.perf_counter()
     stack, sparse = np.moveaxis(array, axis, 0), np.moveaxis(labels, axis, 0)
     annotated = annotated_slice_indices(sparse, 0)
@@ -117,7 +117,8 @@ def propagate_labels(image: Volume | np.ndarray, labels: np.ndarray, axis: int =
     return result
 
 
-def _check_inputs(array: np.ndarray, labels: np.ndarray, axis: int) -> None:
+def check_propagation_inputs(array: np.ndarray, labels: np.ndarray, axis: int) -> None:
+    """Raise :class:`RegistrationError` with what to do, before any work, if propagation cannot run."""
     if array.ndim != 3:
         raise RegistrationError(f"A 3D image is needed, got shape {array.shape}.")
     if labels.shape != array.shape:
