@@ -228,6 +228,9 @@ class TrainingProcess:
         if self._process.is_alive():
             self._process.kill()
         self._process.join(timeout=5)
+        # a job the child never read may still sit half-written in the pipe: without this, the
+        # queue's feeder thread blocks on the dead pipe and Python waits for it at exit
+        self._jobs.cancel_join_thread()
 
     def close(self) -> None:
         """Let an idle child exit; a busy one is killed."""
