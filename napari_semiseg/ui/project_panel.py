@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -33,16 +34,15 @@ log = logging.getLogger(__name__)
 
 AUTOSAVE_POLL_MS = 250
 RETRY_AFTER_FAILURE_SECONDS = 10.0
-PROVENANCE_LAYER = "provenance"
-PROVENANCE_METADATA_KEY = "provenance"
 
 
 class ProjectPanel(QGroupBox):
     """Project folder controls; ``widget`` is the :class:`SemisegWidget` it belongs to."""
 
-    def __init__(self, widget, clock: AutosaveClock | None = None):
+    def __init__(self, widget, clock: AutosaveClock | None = None, provenance: Callable | None = None):
         super().__init__("Project")
         self.widget = widget
+        self._provenance = provenance or (lambda layer: None)  # labels layer -> its up-to-date Provenance
         self.viewer = widget.viewer
         self.project: Project | None = None
         self.clock = clock or AutosaveClock()
@@ -256,19 +256,19 @@ class ProjectPanel(QGroupBox):
         if labels is None:
             show_warning("Pick a labels layer to export.")
             return []
+        stem = self.volume_name or labels.name.replace(" ", "_")
         items = [ExportItem("seg", np.asarray(labels.data))]
         left_out = ""
-        for name, suffix in ((CERTAINTY_LAYER, "certainty"), (PROVENANCE_LAYER, "provenance")):
-            layer = self.viewer.layers[name] if name in self.viewer.layers else None
-            if layer is not None and is_preview(layer):
-                left_out = (" The certainty map was left out: it holds training previews of a few slices; "
-                            "export again once training has finished.")
-                continue
-            if layer is not None and layer.data.shape == labels.data.shape:
-                sidecar = layer.metadata.get(PROVENANCE_METADATA_KEY) if suffix == "provenance" else None
-                items.append(ExportItem(suffix, np.asarray(layer.data), sidecar or ({} if suffix == "provenance"
-                                                                                     else None)))
-        stem = self.volume_name or labels.name.replace(" ", "_")
+        certainty = self.viewer.layers[CERTAINTY_LAYER] if CERTAINTY_LAYER in self.viewer.layers else None
+        if certainty is not None and is_preview(certainty):
+            left_out = (" The certainty map was left out: it holds training previews of a few slices; "
+                        "export again once training has finished.")
+        elif certainty is not None and certainty.data.shape == labels.data.shape:
+            items.append(ExportItem("certainty", np.asarray(certainty.data)))
+        provenance = self._provenance(labels)
+        if provenance is not None:
+            record = provenance.to_json(labels_file=f"{stem}_seg.nii.gz", provenance_map=f"{stem}_provenance.nii.gz")
+            items.append(ExportItem("provenance", provenance.codes, record))
         try:
             result = export_maps(folder, stem, layer_geometry(layer_meta(labels)), items)
         except (VolumeError, RuntimeError) as error:

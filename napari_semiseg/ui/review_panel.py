@@ -499,11 +499,17 @@ class ReviewPanel(QGroupBox):
         Raises:
             LayerWriteError: when a file cannot be written or does not read back the same.
         """
-        provenance = self.provenance(layer)
+        provenance = self.provenance_now(layer)
         if provenance is None:
             return []
-        provenance.update(np.asarray(layer.data))
         return write_provenance(labels_path, provenance.codes, provenance.to_json(), layer_meta(layer))
+
+    def provenance_now(self, layer) -> Provenance | None:
+        """The provenance of ``layer``, brought up to date with its labels (for an export)."""
+        provenance = self.provenance(layer)
+        if provenance is not None:
+            provenance.update(np.asarray(layer.data))
+        return provenance
 
     def _select_labels(self) -> None:
         labels = self._labels_layer()

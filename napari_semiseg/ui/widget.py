@@ -139,7 +139,7 @@ class SemisegWidget(QWidget):
     def _build(self) -> None:
         content = QWidget()
         layout = QVBoxLayout(content)
-        self.project_panel = ProjectPanel(self)
+        self.project_panel = ProjectPanel(self, provenance=lambda layer: self.review.provenance_now(layer))
         layout.addWidget(self.project_panel)
         layout.addWidget(self._data_box())
         layout.addWidget(self._training_box())

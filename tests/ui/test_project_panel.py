@@ -12,8 +12,10 @@ from napari_semiseg.core import project as project_module
 from napari_semiseg.core.autosave import AutosaveClock
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.project import Project
+from napari_semiseg.core.provenance import ACCEPTED_MODEL, PAINTED
 from napari_semiseg.core.volume import Geometry, read_volume
 from napari_semiseg.ui.layers import PREVIEW_METADATA_KEY
+from napari_semiseg.ui.review_panel import PROVENANCE_LAYER
 from napari_semiseg.ui.widget import SemisegWidget
 
 TRAINING_TIMEOUT_MS = 180_000
@@ -121,9 +123,7 @@ def test_export_all_writes_labels_certainty_and_provenance_in_the_source_geometr
     viewer, widget, labels, truth = scene
     certainty = np.random.default_rng(0).random(truth.shape).astype(np.float32)
     viewer.add_image(certainty, name="certainty", scale=GEOMETRY.spacing, translate=GEOMETRY.origin)
-    provenance = (labels.data > 0).astype(np.uint8)
-    viewer.add_labels(provenance, name="provenance", scale=GEOMETRY.spacing, translate=GEOMETRY.origin,
-                      metadata={"provenance": {"values": {"1": "painted"}}})
+    provenance = (labels.data > 0).astype(np.uint8)  # what the review panel tracks: all painted by the user
     files = widget.project_panel.export_all(tmp_path / "out")
     assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz",
                                        "annotations_provenance.nii.gz", "annotations_provenance.json"]
@@ -131,7 +131,7 @@ def test_export_all_writes_labels_certainty_and_provenance_in_the_source_geometr
         back = read_volume(tmp_path / "out" / f"annotations_{name}.nii.gz")
         assert back.geometry.matches(GEOMETRY)
         np.testing.assert_array_equal(back.array, expected)
-    assert json.loads(files[-1].read_text())["values"] == {"1": "painted"}
+    assert json.loads(files[-1].read_text())["codes"]["1"] == "painted by user"
     assert "Exported and verified" in widget.status_label.text()
 
 
@@ -141,12 +141,13 @@ def test_export_during_training_leaves_out_the_preview_certainty(scene, tmp_path
     viewer, widget, labels, truth = scene
     viewer.add_image(np.ones(truth.shape, np.float32), name="certainty", scale=GEOMETRY.spacing,
                      translate=GEOMETRY.origin, metadata={PREVIEW_METADATA_KEY: True})
+    provenance = ["annotations_provenance.nii.gz", "annotations_provenance.json"]  # always tracked, always written
     files = widget.project_panel.export_all(tmp_path / "out")
-    assert [f.name for f in files] == ["annotations_seg.nii.gz"]
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", *provenance]
     assert "certainty map was left out" in widget.status_label.text()
     viewer.layers["certainty"].metadata[PREVIEW_METADATA_KEY] = False  # the final prediction arrived
     files = widget.project_panel.export_all(tmp_path / "again")
-    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz"]
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz", *provenance]
 
 
 def _press(layer, key, napari_default) -> None:
@@ -204,3 +205,25 @@ def test_closing_the_viewer_saves_and_ends_the_training_process(scene, qtbot, tm
     viewer.close()
     qtbot.waitUntil(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, timeout=15_000)
     assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, edited)
+
+
+def test_export_all_writes_the_provenance_the_review_panel_tracked(scene, tmp_path):
+    """Defect: Export all read a provenance record from the provenance layer's metadata, which
+    nothing sets, and wrote '{}' (reported as verified); it must write what Export labels writes."""
+    viewer, widget, labels, truth = scene
+    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt")
+    viewer.dims.set_current_step(0, 2)
+    assert widget.review.accept_slice() > 0
+    codes = widget.review.provenance(labels).codes.copy()
+    assert PROVENANCE_LAYER in viewer.layers and (codes == ACCEPTED_MODEL).any() and (codes == PAINTED).any()
+
+    files = widget.project_panel.export_all(tmp_path / "out")
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_provenance.nii.gz",
+                                       "annotations_provenance.json"]
+    back = read_volume(tmp_path / "out" / "annotations_provenance.nii.gz")
+    assert back.geometry.matches(GEOMETRY) and np.array_equal(back.array, codes)
+    record = json.loads(files[-1].read_text())
+    assert [(a["source"], a["scope"], a["slices"]) for a in record["acceptances"]] == [("model", "slice", [2])]
+    assert record["acceptances"][0]["model"] == "runs/a/model.pt"
+    assert record["counts"]["accepted from model"] == int((codes == ACCEPTED_MODEL).sum())
+    assert record["labels_file"] == "annotations_seg.nii.gz"
