@@ -98,6 +98,7 @@ class LoadedAnnotations:
     labels: np.ndarray
     saved_at: float
     note: str | None = None
+    provenance: dict[str, np.ndarray] | None = None  # Provenance.saved_state() of the same save
 
 
 # ----- hashing and atomic files ---------------------------------------------------------------
@@ -312,8 +313,11 @@ class Project:
     def previous_path(path: Path) -> Path:
         return path.with_name(path.name[: -len(".npz")] + ".previous.npz")
 
-    def save_annotations(self, name: str, labels: np.ndarray) -> Path:
+    def save_annotations(self, name: str, labels: np.ndarray, provenance: dict[str, np.ndarray] | None = None) -> Path:
         """Save labels atomically; the save before this one is kept as ``<name>.previous.npz``.
+
+        ``provenance`` (``Provenance.saved_state()``) is saved in the same file, so labels and
+        their provenance never come from different saves.
 
         Raises:
             ProjectError: the shape does not fit the volume, or the disk refused (full,
@@ -325,7 +329,8 @@ class Project:
             raise ProjectError(f"Labels of shape {labels.shape} do not fit '{name}' of shape {entry.shape}.")
         path = self.annotations_path(name)
         try:
-            _write_durably(path, lambda stream: _write_npz(stream, labels), self.previous_path(path))
+            arrays = _npz_arrays(labels, provenance)
+            _write_durably(path, lambda stream: _write_npz(stream, arrays), self.previous_path(path))
         except OSError as error:
             raise _save_failure(f"the annotations of '{name}'", self.folder, error) from None
         return path
@@ -349,7 +354,7 @@ class Project:
             if not candidate.exists():
                 continue
             try:
-                labels = _read_npz(candidate, entry.shape)
+                labels, provenance = _read_npz(candidate, entry.shape)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
                 problems.append(f"{candidate.name}: {error}")
                 continue
@@ -359,7 +364,7 @@ class Project:
                         f"(from {time.strftime('%H:%M:%S', time.localtime(candidate.stat().st_mtime))}).")
                 self._set_aside(path)
                 log.warning(note)
-            return LoadedAnnotations(labels, candidate.stat().st_mtime, note)
+            return LoadedAnnotations(labels, candidate.stat().st_mtime, note, provenance)
         raise ProjectError(f"The saved annotations of '{name}' are unreadable ({'; '.join(problems)}). "
                            "Restore them from a backup of the project folder.")
 
@@ -465,16 +470,25 @@ def _parse_manifest(path: Path) -> dict:
     return manifest
 
 
-def _write_npz(stream, labels: np.ndarray) -> None:
-    np.savez_compressed(stream, labels=labels)
+PROVENANCE_PREFIX = "provenance_"
 
 
-def _read_npz(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _npz_arrays(labels: np.ndarray, provenance: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    return {"labels": labels, **{PROVENANCE_PREFIX + key: value for key, value in (provenance or {}).items()}}
+
+
+def _write_npz(stream, arrays: dict[str, np.ndarray]) -> None:
+    np.savez_compressed(stream, **arrays)
+
+
+def _read_npz(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
     with np.load(path, allow_pickle=False) as content:
         labels = np.array(content["labels"])
+        provenance = {key[len(PROVENANCE_PREFIX):]: np.array(content[key]) for key in content.files
+                      if key.startswith(PROVENANCE_PREFIX)}
     if labels.shape != tuple(shape):
         raise ValueError(f"holds shape {labels.shape}, the volume has {tuple(shape)}")
-    return labels
+    return labels, provenance or None
 
 
 def _now_iso() -> str:

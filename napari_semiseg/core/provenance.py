@@ -62,6 +62,7 @@ class Provenance:
     accepted_source: np.ndarray
     accepted_values: np.ndarray
     _acceptances: list[_Acceptance] = field(default_factory=list)
+    _earlier_records: list[dict] = field(default_factory=list)  # acceptances of earlier sessions
 
     @classmethod
     def for_labels(cls, labels: np.ndarray) -> "Provenance":
@@ -70,6 +71,34 @@ class Provenance:
         codes = np.where(labels != 0, PAINTED, NONE).astype(np.uint8)
         return cls(codes, np.zeros(labels.shape, dtype=np.uint8), np.zeros(labels.shape, dtype=labels.dtype))
 
+    @classmethod
+    def from_saved(cls, labels: np.ndarray, state: dict[str, np.ndarray]) -> "Provenance":
+        """The provenance kept beside ``labels`` by :meth:`saved_state` (in a project's save).
+
+        Acceptances of earlier sessions stay in the record and in the codes, but cannot be
+        undone: napari's undo history ends with the session.
+
+        Raises:
+            ValueError: the saved state does not fit ``labels``.
+        """
+        labels = np.asarray(labels)
+        source = np.asarray(state["accepted_source"], dtype=np.uint8)
+        values = np.asarray(state["accepted_values"])
+        if source.shape != labels.shape or values.shape != labels.shape:
+            raise ValueError(f"Saved provenance of shape {source.shape} does not fit labels of shape {labels.shape}.")
+        provenance = cls.for_labels(labels)
+        provenance.accepted_source = source.copy()
+        provenance.accepted_values = values.astype(labels.dtype)
+        provenance._earlier_records = json.loads(str(state["acceptance_records"]))
+        provenance.update(labels)
+        return provenance
+
+    def saved_state(self) -> dict[str, np.ndarray]:
+        """What a project keeps beside the labels: per voxel the source and value of the
+        acceptance in force, and the records (arrays only, for an ``.npz``)."""
+        return {"accepted_source": self.accepted_source, "accepted_values": self.accepted_values,
+                "acceptance_records": np.array(json.dumps(self.records))}
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.codes.shape
@@ -77,7 +106,7 @@ class Provenance:
     @property
     def records(self) -> list[dict]:
         """The acceptances in force (undone ones left out), oldest first."""
-        return [acceptance.record for acceptance in self._acceptances if not acceptance.undone]
+        return self._earlier_records + [acceptance.record for acceptance in self._acceptances if not acceptance.undone]
 
     def user_painted(self) -> np.ndarray:
         """Voxels the user painted or edited (what acceptances must not overwrite)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -26,9 +25,11 @@ from ..core.autosave import AutosaveClock
 from ..core.events import CheckpointSaved, TrainingFailed, TrainingFinished, TrainingStarted
 from ..core.export import ExportItem, export_maps
 from ..core.project import Project, ProjectError
+from ..core.provenance import Provenance
 from ..core.volume import VolumeError, is_readable_path, read_volume, write_volume
 from .layers import (CERTAINTY_LAYER, follow_voxel_edits, is_preview, layer_meta, stop_following_voxel_edits,
                      volume_from_layer)
+from .provenance_tracker import ProvenanceTracker
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,10 @@ RETRY_AFTER_FAILURE_SECONDS = 10.0
 class ProjectPanel(QGroupBox):
     """Project folder controls; ``widget`` is the :class:`SemisegWidget` it belongs to."""
 
-    def __init__(self, widget, clock: AutosaveClock | None = None, provenance: Callable | None = None):
+    def __init__(self, widget, clock: AutosaveClock | None = None, provenance: ProvenanceTracker | None = None):
         super().__init__("Project")
         self.widget = widget
-        self._provenance = provenance or (lambda layer: None)  # labels layer -> its up-to-date Provenance
+        self.provenance = provenance or ProvenanceTracker()
         self.viewer = widget.viewer
         self.project: Project | None = None
         self.clock = clock or AutosaveClock()
@@ -164,7 +165,18 @@ class ProjectPanel(QGroupBox):
         image = self.viewer.add_image(volume.array, **geometry_layer_kwargs(volume.geometry, name, source))
         labels = saved.labels if saved is not None else np.zeros(volume.shape, np.uint8)
         layer = self.viewer.add_labels(labels, **geometry_layer_kwargs(volume.geometry, f"{name} annotations", source))
+        if saved is not None and saved.provenance is not None:
+            self._restore_provenance(layer, saved, name)
         return image, layer, name
+
+    def _restore_provenance(self, layer: Labels, saved, name: str) -> None:
+        """Accepted voxels stay accepted after reopening (not counted as painted by the user)."""
+        try:
+            self.provenance.adopt(layer, Provenance.from_saved(saved.labels, saved.provenance))
+        except (ValueError, KeyError) as error:
+            note = f"The provenance of '{name}' could not be read ({error}); its labels count as painted by you."
+            show_warning(note)
+            log.warning(note)
 
     def _restore_scheme(self, scheme: AnnotationScheme) -> None:
         combo = self.widget.mode_combo
@@ -206,7 +218,9 @@ class ProjectPanel(QGroupBox):
         try:
             if self.viewer.dims.ndisplay == 2:  # in 3D there is no painting axis to record
                 self.project.set_scheme(self.widget.scheme())
-            self.project.save_annotations(self.volume_name, np.asarray(self.labels_layer.data))
+            provenance = self.provenance.now(self.labels_layer)
+            self.project.save_annotations(self.volume_name, np.asarray(self.labels_layer.data),
+                                          provenance.saved_state() if provenance is not None else None)
         except (ProjectError, ValueError) as error:
             self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
             first_failure = not self.saved_label.text().startswith("not saved")
@@ -265,7 +279,7 @@ class ProjectPanel(QGroupBox):
                         "export again once training has finished.")
         elif certainty is not None and certainty.data.shape == labels.data.shape:
             items.append(ExportItem("certainty", np.asarray(certainty.data)))
-        provenance = self._provenance(labels)
+        provenance = self.provenance.now(labels)
         if provenance is not None:
             record = provenance.to_json(labels_file=f"{stem}_seg.nii.gz", provenance_map=f"{stem}_provenance.nii.gz")
             items.append(ExportItem("provenance", provenance.codes, record))

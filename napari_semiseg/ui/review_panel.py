@@ -34,6 +34,7 @@ from ..core import accept as edits
 from ..core.certainty import ReviewMap, fuse_certainty, rank_slices, registered_mask, slice_summaries
 from ..core.provenance import CODE_NAMES, Provenance, slices_touched
 from .layers import current_slice, follow_voxel_edits, geometry_kwargs, layer_meta, painting_axis, upsert_layer
+from .provenance_tracker import ProvenanceTracker
 
 REVIEW_LAYER = "review certainty"
 PROVENANCE_LAYER = "provenance"
@@ -59,7 +60,7 @@ class ReviewPanel(QGroupBox):
     """Fused certainty, a ranked next-slice list and acceptance of part of a proposal."""
 
     def __init__(self, viewer, image_layer: Callable, labels_layer: Callable, registration: Callable,
-                 say: Callable[[str], None]):
+                 say: Callable[[str], None], tracker: ProvenanceTracker | None = None):
         super().__init__("Review and accept")
         self.viewer = viewer
         self._image_layer = image_layer
@@ -71,7 +72,7 @@ class ReviewPanel(QGroupBox):
         self.review: ReviewMap | None = None
         self.summaries = []
         self._axis = 0
-        self._tracked: dict[str, Provenance] = {}  # labels layer's unique_id -> its provenance
+        self.tracker = tracker or ProvenanceTracker()
         self._sync_timer = QTimer(self)
         self._sync_timer.setSingleShot(True)
         self._sync_timer.setInterval(SYNC_DELAY_MS)
@@ -290,17 +291,9 @@ class ReviewPanel(QGroupBox):
     def provenance(self, layer=None) -> Provenance | None:
         """The provenance of a labels layer (the chosen one by default), tracked from now on."""
         layer = layer if layer is not None else self._labels_layer()
-        if layer is None or layer.ndim != 3:
-            return None
-        # napari hands plugin widgets a proxy that wraps each layer anew on every access, so a
-        # layer is recognised by its unique_id, not by identity.
-        key = str(layer.unique_id)
-        provenance = self._tracked.get(key)
-        if provenance is None or provenance.shape != layer.data.shape:
-            if provenance is None:
-                follow_voxel_edits(layer, self._schedule_sync)
-            provenance = Provenance.for_labels(np.asarray(layer.data))
-            self._tracked[key] = provenance
+        provenance = self.tracker.of(layer)
+        if provenance is not None:
+            follow_voxel_edits(layer, self._schedule_sync)
         return provenance
 
     def _schedule_sync(self) -> None:
@@ -499,17 +492,12 @@ class ReviewPanel(QGroupBox):
         Raises:
             LayerWriteError: when a file cannot be written or does not read back the same.
         """
-        provenance = self.provenance_now(layer)
+        self.provenance(layer)
+        provenance = self.tracker.now(layer)
         if provenance is None:
             return []
         return write_provenance(labels_path, provenance.codes, provenance.to_json(), layer_meta(layer))
 
-    def provenance_now(self, layer) -> Provenance | None:
-        """The provenance of ``layer``, brought up to date with its labels (for an export)."""
-        provenance = self.provenance(layer)
-        if provenance is not None:
-            provenance.update(np.asarray(layer.data))
-        return provenance
 
     def _select_labels(self) -> None:
         labels = self._labels_layer()

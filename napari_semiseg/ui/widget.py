@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMainWindow,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -65,6 +66,7 @@ from .layers import (
     volume_from_layer,
 )
 from .project_panel import ProjectPanel
+from .provenance_tracker import ProvenanceTracker
 from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
 from .review_panel import PROVENANCE_LAYER, REVIEW_LAYER, ReviewPanel
 from .training_panel import QuietProgressBar, TrainingCurves, VersionsPanel, held_out_note
@@ -131,7 +133,7 @@ class SemisegWidget(QWidget):
         self._summary_timer.timeout.connect(self.update_annotated_summary)
         self._build()
         self._connect_viewer()
-        self._close_with_the_viewer()
+        QTimer.singleShot(0, self._close_with_the_viewer)
         self.refresh_layers()
         self._continue_from_current_version()
 
@@ -139,7 +141,8 @@ class SemisegWidget(QWidget):
     def _build(self) -> None:
         content = QWidget()
         layout = QVBoxLayout(content)
-        self.project_panel = ProjectPanel(self, provenance=lambda layer: self.review.provenance_now(layer))
+        provenance = ProvenanceTracker()
+        self.project_panel = ProjectPanel(self, provenance=provenance)
         layout.addWidget(self.project_panel)
         layout.addWidget(self._data_box())
         layout.addWidget(self._training_box())
@@ -150,7 +153,7 @@ class SemisegWidget(QWidget):
         self.propagation = PropagationPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer, self._say)
         layout.addWidget(self.propagation)
         self.review = ReviewPanel(self.viewer, lambda: self.image_layer, lambda: self.labels_layer,
-                                  lambda: self.propagation.result, self._say)
+                                  lambda: self.propagation.result, self._say, provenance)
         self.propagation.on_result = self.review.registration_updated
         self.propagation.recorder = lambda scope, **facts: self.review.recorder("registration", scope, **facts)
         layout.addWidget(self.review)
@@ -732,9 +735,10 @@ class SemisegWidget(QWidget):
         self.review.close_callbacks()
 
     def _close_with_the_viewer(self) -> None:
-        """napari closes its window without closing the widgets docked in it: watch the window."""
-        window = getattr(self.viewer.window, "_qt_window", None)  # napari has no public closing event
-        if window is not None:
+        """napari closes its window without closing the widgets docked in it, and has no public
+        closing event: watch the main window the widget is docked in (docking follows construction)."""
+        window = self.window()
+        if isinstance(window, QMainWindow) and getattr(self, "_window_watcher", None) is None:
             self._window_watcher = _WindowCloseWatcher(window, self.project_panel.save_now, self._let_go)
 
 

@@ -100,3 +100,32 @@ def test_sidecar_is_written_beside_the_labels_in_their_geometry(tmp_path):
     record = json.loads((tmp_path / "mask_provenance.json").read_text())
     assert record["acceptances"][0]["iteration"] == 7 and record["provenance_map"] == "mask_provenance.mha"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_provenance_saved_with_the_labels_comes_back_the_same(tmp_path):
+    """Defect: the project kept no provenance, so after reopening accepted voxels counted as
+    painted by the user."""
+    from napari_semiseg.core.project import Project
+    from napari_semiseg.core.volume import Volume, write_volume
+
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[0, 0, :2] = 1  # painted
+    provenance = Provenance.for_labels(labels)
+    _apply(labels, provenance, acceptance_edit(labels, np.full_like(labels, 2), None), "model", "all",
+           model="runs/a/model.pt", iteration=40)
+    labels[2, 3, 3] = 5  # an accepted voxel the user corrects
+    provenance.update(labels)
+
+    image = write_volume(Volume(np.zeros(labels.shape, np.float32)), tmp_path / "image.nii.gz")
+    project = Project.create(tmp_path / "proj")
+    name = project.add_volume(str(image)).name
+    project.save_annotations(name, labels, provenance.saved_state())
+    saved = Project.open(tmp_path / "proj").load_annotations(name)
+    restored = Provenance.from_saved(saved.labels, saved.provenance)
+    np.testing.assert_array_equal(restored.codes, provenance.codes)
+    assert (restored.codes == ACCEPTED_MODEL).sum() == labels.size - 3 and (restored.codes == EDITED).sum() == 1
+    assert restored.records == provenance.records and restored.records[0]["iteration"] == 40
+    assert restored.to_json()["counts"] == provenance.to_json()["counts"]
+
+    project.save_annotations(name, labels)  # a save without provenance reads back as none
+    assert Project.open(tmp_path / "proj").load_annotations(name).provenance is None

@@ -227,3 +227,24 @@ def test_export_all_writes_the_provenance_the_review_panel_tracked(scene, tmp_pa
     assert record["acceptances"][0]["model"] == "runs/a/model.pt"
     assert record["counts"]["accepted from model"] == int((codes == ACCEPTED_MODEL).sum())
     assert record["labels_file"] == "annotations_seg.nii.gz"
+
+
+def test_reopening_a_project_keeps_what_was_accepted_from_the_model(scene, qtbot, tmp_path, make_napari_viewer):
+    """Defect: the project kept no provenance, so after reopening the voxels accepted from the
+    model counted as painted by the user (and their slices as painted)."""
+    viewer, widget, labels, truth = scene
+    project = widget.project_panel.create_project(tmp_path / "proj")
+    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt")
+    viewer.dims.set_current_step(0, 2)
+    assert widget.review.accept_slice() > 0
+    codes = widget.review.provenance(labels).codes.copy()
+    assert widget.project_panel.save_now()
+
+    other_viewer = make_napari_viewer()
+    other = SemisegWidget(other_viewer, runs_dir=tmp_path / "unused")
+    assert other.project_panel.open_project(project.folder) is not None
+    restored = other.review.provenance(other_viewer.layers["image annotations"])
+    np.testing.assert_array_equal(restored.codes, codes)
+    assert (restored.codes[2][truth[2] != 0] == ACCEPTED_MODEL).all()
+    assert [(a["source"], a["slices"]) for a in restored.records] == [("model", [2])]
+    assert 2 not in other.review._painted_slices(restored)
