@@ -580,11 +580,15 @@ class SemisegWidget(QWidget):
         return True
 
     def _show_prediction(self, event: VolumePredicted) -> None:
-        if event.tag.startswith("compare:"):
+        kind, _, name = event.tag.partition(":")
+        if kind == "compare":
             image = self.image_layer
             if image is not None:
-                upsert_layer(self.viewer, event.tag.split(":", 1)[1], event.labels, "labels", image, opacity=0.5)
+                upsert_layer(self.viewer, name, event.labels, "labels", image, opacity=0.5)
+                self._say(f"'{name}' added to compare with the other version (toggle the layers to see each).")
             return
+        if kind == "load":
+            self._say(f"Showing the prediction of {name}: review it and accept what you trust.")
         self.prediction = event.labels
         self._show_layers(event.labels, event.certainty)
         self._set_review_enabled(True)
@@ -615,7 +619,7 @@ class SemisegWidget(QWidget):
 
     def load_version(self, version: ModelVersion) -> bool:
         """Predict the image with a saved version; the result becomes the acceptable prediction."""
-        return self._predict_with(version, "load", blend=True)
+        return self._predict_with(version, f"load:v{version.id}", blend=True)
 
     def compare_versions(self, first: ModelVersion, second: ModelVersion) -> bool:
         """Predict with two versions into two labels layers, 'version vN', to compare as overlays."""

@@ -146,12 +146,14 @@ def test_pause_resume_stop_then_versions_load_compare_and_roll_back(scene, qtbot
     widget.versions_panel.compare_selected()
     qtbot.waitUntil(lambda: "version v2" in viewer.layers and "version v1" in viewer.layers, timeout=TIMEOUT_MS)
     assert viewer.layers["version v1"].data.shape == labels.data.shape
+    assert "Predicting" not in _status(widget), "the status must not stay on 'Predicting' once it is shown"
 
     widget.prediction = None
     widget.versions_panel.select(first.id)
     widget.versions_panel.load_selected()
     qtbot.waitUntil(lambda: widget.prediction is not None, timeout=TIMEOUT_MS)
     assert viewer.layers["prediction"].data is widget.prediction
+    assert _status(widget).startswith("Showing the prediction of v1"), _status(widget)
     assert np.array_equal(widget.prediction[PAINTED], labels.data[PAINTED]), \
         "a loaded version is blended with the painted slices (a comparison shows the networks alone)"
 
