@@ -219,12 +219,23 @@ class ReviewPanel(QGroupBox):
         self.review = fuse_certainty(certainty, disagreement, quality, covered)
         self._axis = painting_axis(self.viewer)
         self.summaries = slice_summaries(self.review, self._axis)
-        upsert_layer(self.viewer, REVIEW_LAYER, self.review.certainty, "image", image,
-                     colormap=REVIEW_COLORMAP, contrast_limits=(0.0, 1.0), opacity=0.7, blending="additive")
+        self._upsert_review_layer(self.review.certainty, image)
         self.sync_provenance()
         self._fill_label_combo()
         self._select_labels()
         return True
+
+    def prepare_review_layer(self) -> None:
+        """Create the review certainty layer now (hidden, all certain) if it is missing, so that
+        the first prediction only writes its data (a new layer stalls the viewer ~170 ms)."""
+        image = self._image_layer()
+        if image is not None and REVIEW_LAYER not in self.viewer.layers:
+            self._upsert_review_layer(np.ones(image.data.shape, np.float32), image)
+
+    def _upsert_review_layer(self, certainty: np.ndarray, image) -> None:
+        # created hidden: one overlay at a time, the proposal; the review map is a click away
+        upsert_layer(self.viewer, REVIEW_LAYER, certainty, "image", image, colormap=REVIEW_COLORMAP,
+                     contrast_limits=(0.0, 1.0), opacity=0.7, blending="additive", visible=False)
 
     def _fill_next_list(self, provenance: Provenance | None) -> None:
         self.next_list.clear()
