@@ -21,6 +21,7 @@ from . import cli_project
 from .cli_project import add_parsers as add_project_parsers
 from .cli_evaluate import add_parsers as add_evaluate_parsers
 from .cli_registration import add_parsers as add_registration_parsers
+from .core.config import DEFAULT_STRATEGY
 
 log = logging.getLogger("napari_semiseg")
 
@@ -61,7 +62,7 @@ def _add_train(commands) -> None:
     )
     train.add_argument("images", nargs="*", metavar="IMAGE")
     train.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
-    train.add_argument("--strategy", default="registration_supervised")
+    train.add_argument("--strategy", default=DEFAULT_STRATEGY)
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float)
     budget.add_argument("--iterations", type=int)

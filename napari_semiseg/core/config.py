@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+# the strategy a new user gets, in the widget and on the command line (the fastest strong one on a CPU)
+DEFAULT_STRATEGY = "registration_supervised"
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NETWORK_SIZES = ("auto", "cpu", "paper")
 
@@ -39,7 +42,7 @@ class TrainConfig:
             not reached in time train as plain unannotated data. Iteration budgets register all.
     """
 
-    strategy: str = "registration_supervised"
+    strategy: str = DEFAULT_STRATEGY
     minutes: float | None = None
     iterations: int | None = None
     device: str = "auto"

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from .._writer import write_labels
 from ..core.annotations import AnnotationError, AnnotationMode, AnnotationScheme, annotated_slices
-from ..core.config import TrainConfig
+from ..core.config import DEFAULT_STRATEGY, TrainConfig
 from ..core.device import device_status
 from ..core.engine import TrainingData
 from ..core.engine.presets import PRESETS
@@ -66,8 +66,8 @@ from .layers import (
     volume_from_layer,
 )
 from .project_panel import ProjectPanel
-from .provenance_tracker import ProvenanceTracker
 from .propagation_panel import QUALITY_LAYER, REGISTERED_LAYER, PropagationPanel
+from .provenance_tracker import ProvenanceTracker
 from .review_panel import PROVENANCE_LAYER, REVIEW_LAYER, ReviewPanel
 from .training_panel import QuietProgressBar, TrainingCurves, VersionsPanel, held_out_note
 from .training_process import PredictionJob, TrainingJob, TrainingProcess, VolumePredicted, background_threads
@@ -75,7 +75,6 @@ from .training_process import PredictionJob, TrainingJob, TrainingProcess, Volum
 log = logging.getLogger(__name__)
 POLL_MS = 100
 SUMMARY_DELAY_MS = 300
-DEFAULT_STRATEGY = "registration_supervised"
 CHECKPOINT_SECONDS = 20.0  # a killed training process loses at most this much work
 STEP_DISPLAY_SECONDS = 1.0  # each status change repaints the dock: 70-90 ms with software OpenGL
 
@@ -123,6 +122,7 @@ class SemisegWidget(QWidget):
         self.checkpoint_seconds = CHECKPOINT_SECONDS
         self._job_record: dict | None = None
         self._validation_dice: float | None = None
+        self._window_watcher: _WindowCloseWatcher | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -501,10 +501,10 @@ class SemisegWidget(QWidget):
         elif isinstance(event, TrainingFinished):
             self.progress_bar.setValue(1000)
             self.last_model = event.model_path
-            self.review.note_model(iteration=event.iteration)
             self.continue_check.setEnabled(True)
             self.continue_check.setChecked(True)
-            self._record_version(event)
+            version = self._record_version(event)
+            self.review.note_model(iteration=event.iteration, version=f"v{version.id}")
             verb = "Stopped" if event.reason == "stopped" else "Finished"
             members = ", ".join(f"{name} {value:.2f}" for name, value in event.member_dice.items())
             detail = f" Dice on painted slices: {members}." if len(event.member_dice) > 1 else ""
@@ -594,7 +594,8 @@ class SemisegWidget(QWidget):
         self.prediction = event.labels
         self._show_layers(event.labels, event.certainty)
         self._set_review_enabled(True)
-        self.review.set_prediction(event.labels, event.certainty, event.disagreement, model=event.model_path)
+        facts = {"model": event.model_path, "version": name if kind == "load" else None}
+        self.review.set_prediction(event.labels, event.certainty, event.disagreement, **facts)
 
     def _show_layers(self, prediction: np.ndarray, certainty: np.ndarray, preview: bool = False) -> None:
         image = self.image_layer
@@ -608,10 +609,10 @@ class SemisegWidget(QWidget):
             self.viewer.layers.selection.active = self.labels_layer
 
     # ----- model versions -----------------------------------------------------------
-    def _record_version(self, event: TrainingFinished) -> None:
+    def _record_version(self, event: TrainingFinished) -> ModelVersion:
         record = self._job_record or {}
         store = self.versions_panel.store
-        store.add(event.model_path, strategy=record.get("strategy", "?"), iterations=event.iteration,
+        version = store.add(event.model_path, strategy=record.get("strategy", "?"), iterations=event.iteration,
                   painted_slices=record.get("painted", 0), trained_slices=record.get("trained", 0),
                   held_out_slices=record.get("held_out", ()), validation_dice=self._validation_dice,
                   reason=event.reason)
@@ -619,6 +620,7 @@ class SemisegWidget(QWidget):
         plateau = painting_plateau(store.history())
         if plateau:
             self.validation_label.setText(plateau)
+        return version
 
     def load_version(self, version: ModelVersion) -> bool:
         """Predict the image with a saved version; the result becomes the acceptable prediction."""
@@ -745,7 +747,7 @@ class SemisegWidget(QWidget):
         """napari closes its window without closing the widgets docked in it, and has no public
         closing event: watch the main window the widget is docked in (docking follows construction)."""
         window = self.window()
-        if isinstance(window, QMainWindow) and getattr(self, "_window_watcher", None) is None:
+        if isinstance(window, QMainWindow) and self._window_watcher is None:
             self._window_watcher = _WindowCloseWatcher(window, self.project_panel.save_now, self._let_go)
 
 

@@ -63,6 +63,8 @@ def test_training_shows_prediction_and_acceptance_is_one_undo_step(scene, qtbot,
     changed = widget.accept_slice()
     assert changed > 0
     assert np.array_equal(labels.data[[0, 1, 2, 4, 5, 6, 7]], painted[[0, 1, 2, 4, 5, 6, 7]])
+    accepted = widget.review.provenance(labels).records[-1]
+    assert accepted["version"] == "v1" and accepted["iteration"] == 40, "the record names the model it came from"
     labels.undo()
     assert np.array_equal(labels.data, painted)
 
