@@ -83,7 +83,13 @@ def mark_preview(layers, preview: bool) -> None:
         layer.metadata[PREVIEW_METADATA_KEY] = preview
 
 
-_EDIT_LISTENERS: dict[str, list[weakref.WeakMethod]] = {}  # labels layer's unique_id -> listeners
+_EDIT_LISTENERS: dict[str, list[weakref.WeakMethod]] = {}  # layer_key -> listeners
+
+
+def layer_key(layer) -> str:
+    """What recognises a layer across accesses: its unique_id. napari hands plugin widgets a
+    proxy that wraps each layer anew on every access, so identity does not."""
+    return str(layer.unique_id)
 
 
 def follow_voxel_edits(layer, listener: Callable[[], None]) -> None:
@@ -95,9 +101,7 @@ def follow_voxel_edits(layer, listener: Callable[[], None]) -> None:
     ``set_data``, which every scroll emits too). One place for this, so that autosave, the
     annotated summary and the provenance all see the same edits.
     """
-    # napari hands plugin widgets a proxy that wraps each layer anew on every access, so a layer
-    # is recognised by its unique_id, not by identity.
-    key = str(layer.unique_id)
+    key = layer_key(layer)
     listeners = _EDIT_LISTENERS.get(key)
     if listeners is None:
         listeners = _EDIT_LISTENERS[key] = []
@@ -108,7 +112,7 @@ def follow_voxel_edits(layer, listener: Callable[[], None]) -> None:
 
 def stop_following_voxel_edits(layer, listener: Callable[[], None]) -> None:
     """Undo :func:`follow_voxel_edits` for ``listener``."""
-    listeners = _EDIT_LISTENERS.get(str(layer.unique_id), [])
+    listeners = _EDIT_LISTENERS.get(layer_key(layer), [])
     listeners[:] = [ref for ref in listeners if ref() is not None and ref() != listener]
 
 

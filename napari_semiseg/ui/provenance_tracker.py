@@ -6,27 +6,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.provenance import Provenance
+from .layers import layer_key
 
 
 class ProvenanceTracker:
     """The provenance of each labels layer, started the first time it is asked for."""
 
     def __init__(self) -> None:
-        self._tracked: dict[str, Provenance] = {}  # labels layer's unique_id -> its provenance
-
-    @staticmethod
-    def _key(layer) -> str:
-        # napari hands plugin widgets a proxy that wraps each layer anew on every access, so a
-        # layer is recognised by its unique_id, not by identity.
-        return str(layer.unique_id)
+        self._tracked: dict[str, Provenance] = {}  # layer_key -> its provenance
 
     def of(self, layer) -> Provenance | None:
         """The provenance of a 3D labels layer; what it holds when first asked counts as painted."""
         if layer is None or layer.ndim != 3:
             return None
-        provenance = self._tracked.get(self._key(layer))
+        provenance = self._tracked.get(layer_key(layer))
         if provenance is None or provenance.shape != layer.data.shape:
-            provenance = self._tracked[self._key(layer)] = Provenance.for_labels(np.asarray(layer.data))
+            provenance = self._tracked[layer_key(layer)] = Provenance.for_labels(np.asarray(layer.data))
         return provenance
 
     def now(self, layer) -> Provenance | None:
@@ -38,4 +33,4 @@ class ProvenanceTracker:
 
     def adopt(self, layer, provenance: Provenance) -> None:
         """Track ``layer`` with a provenance restored from a project."""
-        self._tracked[self._key(layer)] = provenance
+        self._tracked[layer_key(layer)] = provenance

@@ -503,12 +503,11 @@ class ReviewPanel(QGroupBox):
         Raises:
             LayerWriteError: when a file cannot be written or does not read back the same.
         """
-        self.provenance(layer)
+        self.provenance(layer)  # tracked and followed from now on
         provenance = self.tracker.now(layer)
         if provenance is None:
             return []
         return write_provenance(labels_path, provenance.codes, provenance.to_json(), layer_meta(layer))
-
 
     def _select_labels(self) -> None:
         labels = self._labels_layer()
