@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_semiseg.core.events import StepCompleted, TrainingStarted  # noqa: E402
-from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
+from napari_semiseg.core.config import DEFAULT_STRATEGY  # noqa: E402
 
 TICK_MS = 10
 DAB_MS = 30
@@ -177,27 +177,26 @@ class Annotator:
 
 def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict, dict, object]:
     from napari_semiseg._sample_data import load_sample_volumes
+    from napari_semiseg.ui.jobs import training_job
     from napari_semiseg.ui.launch import open_demo, settle_window
 
     import tempfile
 
-    from napari_semiseg.core.versions import VersionStore
-
     viewer, widget = open_demo(run=False)
     viewer.window.resize(1500, 950)
-    widget.runs_dir = Path(tempfile.mkdtemp(prefix="semiseg-bench-"))  # keep the user's runs folder clean
-    widget.versions_panel.set_store(VersionStore(widget.runs_dir))
+    widget.session.use_runs_dir(tempfile.mkdtemp(prefix="semiseg-bench-"))  # keep the user's runs folder clean
     annotations = viewer.layers["annotations"]
     paint_reference_slices(annotations, load_sample_volumes()[1])
     viewer.dims.set_current_step(0, 40)
     settle_window()
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(strategy))
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(seconds / 60.0)
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData(strategy))
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(seconds / 60.0)
 
     steps: list[StepCompleted] = []
     recorder = TickRecorder()
-    handle = widget._handle
+    session = widget.session
+    handle = session.handle
 
     def recording_handle(event):
         started = time.perf_counter()
@@ -206,8 +205,10 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
         if isinstance(event, StepCompleted):
             steps.append(event)
 
-    widget._handle = recording_handle
-    job = widget._make_job()  # the job the widget is about to run, for the headless comparison
+    session.handle = recording_handle  # the session's poll hands every event of the worker to this
+    # the job the widget is about to run, for the headless comparison
+    job, _ = training_job(session.image_layer, session.labels_layer, session.scheme(), widget.training.config(),
+                          Path(tempfile.mkdtemp(prefix="semiseg-bench-")), None, rotation=0)
     phases = {}
     for phase, paint in (("scrolling", False), ("painting", True)):
         annotator = Annotator(viewer, annotations, paint=paint)
@@ -221,11 +222,11 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
         steps.clear()
         recorder.start()
         annotator.start()
-        assert widget.start_training(), widget.status_label.text()
-        _run_event_loop_until(lambda: not widget.process.running)
+        assert widget.training.start_training(), widget.status_label.text()
+        _run_event_loop_until(lambda: not widget.session.process.running)
         training = recorder.stop()
         annotator.stop()
-        training["slices_per_second"] = steady_throughput(steps, widget.config().batch_size)
+        training["slices_per_second"] = steady_throughput(steps, widget.training.config().batch_size)
         training["strokes_painted"] = annotator.dabs // DABS_PER_STROKE
         training["iterations"] = steps[-1].iteration if steps else 0
         phases[phase] = {"idle_viewer": idle, "training": training}

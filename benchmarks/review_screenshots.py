@@ -28,8 +28,8 @@ from napari_semiseg.core.predict import predict_volume  # noqa: E402
 from napari_semiseg.ui.layers import volume_from_layer  # noqa: E402
 from napari_semiseg.ui.training_process import VolumePredicted  # noqa: E402
 from napari_semiseg.ui.launch import open_demo, settle_window  # noqa: E402
-from napari_semiseg.ui.review_panel import PROVENANCE_LAYER, REGION_LAYER, REVIEW_LAYER  # noqa: E402
-from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
+from napari_semiseg.ui.layers import PROVENANCE_LAYER, REGION_LAYER, REVIEW_LAYER  # noqa: E402
+from napari_semiseg.core.config import DEFAULT_STRATEGY  # noqa: E402
 
 PAINTED = [22, 40, 58]
 
@@ -46,10 +46,10 @@ def wait(condition, timeout: float) -> None:
 def show_existing_model(widget, path: str) -> None:
     """Predict with a saved model and hand the result to the widget as its training process would."""
     model = load_model(path, "cpu")
-    prediction = predict_volume(model, volume_from_layer(widget.image_layer))
-    widget._show_prediction(VolumePredicted(0, prediction.labels, prediction.certainty, prediction.disagreement, path))
-    widget.last_model = path
-    widget.review.note_model(iteration=model.iteration)
+    prediction = predict_volume(model, volume_from_layer(widget.session.image_layer))
+    widget.session.handle(VolumePredicted(0, prediction.labels, prediction.certainty, prediction.disagreement, path))
+    widget.session.continue_from(path)
+    widget.session.proposal.facts.update(iteration=model.iteration)
     print(f"model at iteration {model.iteration} ({', '.join(model.networks)})")
 
 
@@ -72,21 +72,21 @@ def main() -> None:
     for index in PAINTED:
         y, x = np.nonzero(tissue.array[index] > 0)
         annotations.data_setitem((np.full_like(y, index), y, x), tissue.array[index][y, x])
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData(args.strategy))
     if args.model:
         show_existing_model(widget, args.model)
     else:
-        widget.budget_unit.setCurrentText("iterations" if args.iterations else "minutes")
-        widget.budget_spin.setValue(args.iterations or args.minutes)
-        assert widget.start_training(), widget.status_label.text()
-        wait(lambda: not widget.process.running, 3600)
+        widget.training.budget_unit.setCurrentText("iterations" if args.iterations else "minutes")
+        widget.training.budget_spin.setValue(args.iterations or args.minutes)
+        assert widget.training.start_training(), widget.status_label.text()
+        wait(lambda: not widget.session.process.running, 3600)
     settle_window()
     print(widget.status_label.text())
-    assert widget.propagation.start()
-    wait(lambda: widget.propagation.result is not None, 600)
+    assert widget.registration.start()
+    wait(lambda: widget.registration.result is not None, 600)
     settle_window()
 
-    review = widget.review
+    review, accept = widget.review, widget.accept
     for name in ("certainty", "prediction", "registered pseudo-labels", "registration quality"):
         viewer.layers[name].visible = False
     listed = [review.next_list.item(i) for i in range(review.next_list.count())]
@@ -106,19 +106,19 @@ def main() -> None:
     viewer.layers["MNI152 T1"].visible = True
     print("saved", out / "review.png")
 
-    review.source_combo.setCurrentIndex(review.source_combo.findData("model"))
+    accept.source_combo.setCurrentIndex(accept.source_combo.findData("model"))
     viewer.dims.set_current_step(0, 31)
-    print("model slice 31:", review.accept_slice())
-    review.source_combo.setCurrentIndex(review.source_combo.findData("registration"))
+    print("model slice 31:", accept.accept_slice())
+    accept.source_combo.setCurrentIndex(accept.source_combo.findData("registration"))
     viewer.dims.set_current_step(0, 45)
-    print("registration slice 45:", review.accept_slice())
-    review.source_combo.setCurrentIndex(review.source_combo.findData("model"))
+    print("registration slice 45:", accept.accept_slice())
+    accept.source_combo.setCurrentIndex(accept.source_combo.findData("model"))
     viewer.dims.set_current_step(0, 50)
-    shapes = review.add_region_layer()
+    shapes = accept.add_region_layer()
     shapes.add([[50, 20, 15], [50, 20, 75], [50, 60, 75], [50, 60, 15]], shape_type="rectangle")
-    review.depth_spin.setValue(2)
-    print("region on slices 48-52:", review.accept_in_region())
-    accepted = np.argwhere(review.provenance().codes[50] == 2)
+    accept.depth_spin.setValue(2)
+    print("region on slices 48-52:", accept.accept_certain())
+    accepted = np.argwhere(widget.session.provenance_of().codes[50] == 2)
     if len(accepted):
         annotations.brush_size = 4
         annotations.paint((50, *accepted[len(accepted) // 2]), 3)  # a user correction over accepted voxels

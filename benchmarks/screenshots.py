@@ -23,8 +23,8 @@ from napari_semiseg._sample_data import load_sample_volumes  # noqa: E402
 from napari_semiseg.core.metrics import dice_per_class, slice_mask  # noqa: E402
 from napari_semiseg.ui.launch import open_demo, settle_window  # noqa: E402
 from napari_semiseg.ui.layers import CERTAINTY_LAYER  # noqa: E402
-from napari_semiseg.ui.review_panel import REVIEW_LAYER  # noqa: E402
-from napari_semiseg.ui.widget import DEFAULT_STRATEGY  # noqa: E402
+from napari_semiseg.ui.layers import REVIEW_LAYER  # noqa: E402
+from napari_semiseg.core.config import DEFAULT_STRATEGY  # noqa: E402
 
 
 def main() -> None:
@@ -42,13 +42,13 @@ def main() -> None:
     for index in painted:
         y, x = np.nonzero(tissue.array[index] > 0)
         annotations.data_setitem((np.full_like(y, index), y, x), tissue.array[index][y, x])
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(args.minutes)
-    widget.continue_check.setChecked(False)  # an earlier run's model would make the picture longer than its budget
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData(args.strategy))
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(args.minutes)
+    widget.training.continue_check.setChecked(False)  # an earlier run's model would make the picture longer than its budget
     viewer.dims.set_current_step(0, 31)
-    assert widget.start_training(), widget.status_label.text()
-    while widget.process.running:
+    assert widget.training.start_training(), widget.status_label.text()
+    while widget.session.process.running:
         settle_window(5)
         time.sleep(0.2)
     settle_window()

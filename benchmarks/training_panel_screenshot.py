@@ -34,14 +34,14 @@ def paint(annotations, tissue, indices) -> None:
 
 
 def train(widget, seconds: float) -> None:
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(seconds / 60.0)
-    assert widget.start_training(), widget.status_label.text()
-    while widget.process.running:
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(seconds / 60.0)
+    assert widget.training.start_training(), widget.status_label.text()
+    while widget.session.process.running:
         settle_window(5)
         time.sleep(0.2)
     settle_window()
-    print(widget.status_label.text(), "|", widget.validation_label.text(), flush=True)
+    print(widget.status_label.text(), "|", widget.training.validation_label.text(), flush=True)
 
 
 def main() -> None:
@@ -59,17 +59,14 @@ def main() -> None:
 
     viewer, widget = open_demo(run=False)
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="semiseg-runs-"))
-    widget.runs_dir = runs_dir
-    from napari_semiseg.core.versions import VersionStore
-
-    widget.versions_panel.set_store(VersionStore(runs_dir))
+    widget.session.use_runs_dir(runs_dir)
     viewer.window.resize(1600, 1000)
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData(args.strategy))
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData(args.strategy))
     if args.small_steps:
         from dataclasses import replace
 
-        full_config = widget.config
-        widget.config = lambda: replace(full_config(), patch_size=64, batch_size=4)
+        full_config = widget.training.config
+        widget.training.config = lambda: replace(full_config(), patch_size=64, batch_size=4)
     annotations = viewer.layers["annotations"]
     tissue = load_sample_volumes()[1]
     paint(annotations, tissue, FIRST_RUN_SLICES)

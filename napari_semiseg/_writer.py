@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_semiseg.core.export import write_json_verified
+from napari_semiseg.core import export
 from napari_semiseg.core.volume import Geometry, Volume, VolumeError, volume_stem, write_volume
 
 
@@ -99,10 +99,7 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
 def provenance_paths(labels_path: str) -> tuple[str, str]:
     """Where the provenance sidecar of a labels file goes: ``<stem>_provenance.<ext>`` and ``.json``."""
-    path = Path(labels_path)
-    stem = volume_stem(path)
-    extension = path.name[len(stem):] or ".nii.gz"
-    return str(path.with_name(f"{stem}_provenance{extension}")), str(path.with_name(f"{stem}_provenance.json"))
+    return tuple(str(path) for path in export.provenance_paths(labels_path))
 
 
 def write_provenance(labels_path: str, codes: np.ndarray, record: dict, meta: dict) -> list[str]:
@@ -111,14 +108,11 @@ def write_provenance(labels_path: str, codes: np.ndarray, record: dict, meta: di
     Both are written atomically and re-read before they are reported; raises LayerWriteError.
     """
     map_path, json_path = provenance_paths(labels_path)
-    written = write_labels(map_path, np.asarray(codes, dtype=np.uint8), {**meta, "name": Path(map_path).name})
     record = {**record, "labels_file": Path(labels_path).name, "provenance_map": Path(map_path).name}
-    _write_json_atomically(json_path, record)
-    return written + [json_path]
-
-
-def _write_json_atomically(path: str, record: dict) -> None:
     try:
-        write_json_verified(record, Path(path))
+        volume = Volume(np.asarray(codes, dtype=np.uint8), layer_geometry(meta), Path(map_path).name)
+        write_volume(volume, map_path)
+        export.write_json_verified(record, Path(json_path))
     except VolumeError as error:
         raise LayerWriteError(str(error)) from None
+    return [map_path, json_path]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .volume import Geometry, Volume, VolumeError, write_volume
+from .volume import Geometry, Volume, VolumeError, volume_stem, write_volume
 
 
 @dataclass
@@ -66,6 +66,33 @@ def export_maps(folder: str | os.PathLike, stem: str, geometry: Geometry, items:
         result.files.append(path)
         if item.sidecar is not None:
             result.files.append(write_json_verified(item.sidecar, folder / f"{stem}_{item.suffix}.json"))
+    return result
+
+
+def provenance_paths(labels_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Where the provenance of a labels file goes: ``<stem>_provenance.<ext>`` and ``.json``."""
+    path = Path(labels_path)
+    stem = volume_stem(path)
+    extension = path.name[len(stem):] or ".nii.gz"
+    return path.with_name(f"{stem}_provenance{extension}"), path.with_name(f"{stem}_provenance.json")
+
+
+def export_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometry,
+                  provenance: tuple[np.ndarray, dict] | None = None) -> ExportResult:
+    """Write a labels file at ``path`` and, given ``provenance`` (code map, record), the map and
+    its JSON record beside it (:func:`provenance_paths`); each is re-read and checked.
+
+    Raises:
+        VolumeError: writing or verifying failed (the message says what to do).
+    """
+    path = Path(path)
+    result = ExportResult([write_volume(Volume(label_array(labels), geometry, volume_stem(path)), path)])
+    if provenance is not None:
+        codes, record = provenance
+        map_path, json_path = provenance_paths(path)
+        result.files.append(write_volume(Volume(np.asarray(codes, np.uint8), geometry, map_path.name), map_path))
+        record = {**record, "labels_file": path.name, "provenance_map": map_path.name}
+        result.files.append(write_json_verified(record, json_path))
     return result
 
 

@@ -2,10 +2,11 @@
 
 Layout (everything but the source images lives inside the folder)::
 
-    project.json                 manifest: volumes (path + content hash), classes, annotation scheme, runs
+    project.json                 manifest: volumes (path + content hash), classes, annotation scheme
     annotations/<name>.npz       the labels painted on each volume (compressed); <name>.previous.npz
                                  is the save before it
     runs/<timestamp>/model.pt    trained models (checkpoint.pt while a run is going)
+    runs/versions.json           the run registry: every finished model, which one is current
     registration-cache/          registration transforms and scores, reused between runs
     predictions/  provenance/    what the models and registration produced
 
@@ -32,6 +33,7 @@ import numpy as np
 from .. import __version__
 from .annotations import AnnotationScheme
 from .atomic import atomic_file
+from .versions import ModelVersion, VersionError, VersionStore
 from .volume import Volume, read_volume
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class VolumeEntry:
 
 @dataclass(frozen=True)
 class RunEntry:
-    """A trained model kept in the project."""
+    """A trained model kept in the project (a view of its entry in the run registry)."""
 
     path: str
     created: str
@@ -150,7 +152,7 @@ class Project:
         self.volumes = [VolumeEntry.from_dict(v) for v in manifest.get("volumes", [])]
         self.classes = {int(value): str(name) for value, name in (manifest.get("classes") or {}).items()}
         self.scheme = AnnotationScheme.from_dict(manifest.get("annotation") or AnnotationScheme().to_dict())
-        self.runs = [RunEntry.from_dict(r) for r in manifest.get("runs", [])]
+        self._legacy_runs = [RunEntry.from_dict(r) for r in manifest.get("runs", [])]
         self.created = str(manifest.get("created", ""))
         self.recovery_notes: list[str] = []
 
@@ -189,14 +191,18 @@ class Project:
                                "Create one with `napari-semiseg project init`.")
         manifest, note = _read_manifest(manifest_path)
         project = cls(folder, manifest)
-        project._check_owned_paths()
+        try:
+            project._check_owned_paths()
+            project._move_legacy_runs()
+        except VersionError as error:
+            raise ProjectError(str(error)) from None
         if note:
             project.recovery_notes.append(note)
         return project
 
     def _check_owned_paths(self) -> None:
         owned = [("annotations of " + v.name, v.annotations) for v in self.volumes]
-        owned += [("model " + r.path, r.path) for r in self.runs]
+        owned += [("model " + r.path, r.path) for r in self._legacy_runs + self.runs]
         for what, relative in owned:
             self.owned_path(relative, what)
 
@@ -225,7 +231,6 @@ class Project:
             "volumes": [v.to_dict() for v in self.volumes],
             "classes": {str(k): v for k, v in sorted(self.classes.items())},
             "annotation": self.scheme.to_dict(),
-            "runs": [r.to_dict() for r in self.runs],
         }
 
     def save_manifest(self) -> None:
@@ -390,24 +395,59 @@ class Project:
             candidate = self.runs_dir / f"{stamp}-{suffix}"
         return candidate
 
+    @property
+    def versions(self) -> VersionStore:
+        """The run registry: every model trained in this project, and the current one."""
+        return VersionStore(self.runs_dir)
+
+    @property
+    def runs(self) -> list[RunEntry]:
+        """The trained models, oldest first."""
+        return [self._run_entry(version) for version in self.versions.versions()]
+
+    def _run_entry(self, version: ModelVersion) -> RunEntry:
+        path = os.path.relpath(self.versions.path_of(version).absolute(), self.folder)
+        return RunEntry(path, version.created, version.strategy, version.painted_slices, version.iterations)
+
     def record_run(self, model_path: str | os.PathLike, strategy: str, annotated_slices: int,
-                   iteration: int) -> RunEntry:
-        """List a trained model in the manifest."""
-        path = Path(model_path).absolute()
-        relative = os.path.relpath(path, self.folder)
-        self.owned_path(relative, "a model")
-        run = RunEntry(relative, _now_iso(), strategy, int(annotated_slices), int(iteration))
-        self.runs.append(run)
-        self.save_manifest()
-        return run
+                   iteration: int, **details) -> RunEntry:
+        """List a trained model in the run registry and make it current.
+
+        ``details``: ``trained_slices``, ``held_out_slices``, ``validation_dice``, ``reason``
+        (see :meth:`VersionStore.add`).
+        """
+        self.owned_path(os.path.relpath(Path(model_path).absolute(), self.folder), "a model")
+        details.setdefault("trained_slices", annotated_slices)
+        try:
+            version = self.versions.add(model_path, strategy=strategy, iterations=iteration,
+                                        painted_slices=annotated_slices, **details)
+        except OSError as error:
+            raise _save_failure("the run registry", self.folder, error) from None
+        return self._run_entry(version)
 
     def latest_model(self) -> Path | None:
-        """The most recent model listed in the manifest that is still on disk."""
-        for run in reversed(self.runs):
-            path = self.owned_path(run.path, "a model")
-            if path.exists():
-                return path
+        """The current model (the newest unless rolled back), else the newest still on disk."""
+        store = self.versions
+        current = store.current()
+        if current is not None and store.path_of(current).exists():
+            return store.path_of(current).resolve()
+        for version in reversed(store.versions()):
+            if store.path_of(version).exists():
+                return store.path_of(version).resolve()
         return None
+
+    def _move_legacy_runs(self) -> None:
+        """Projects before the run registry listed their models in the manifest: move them over."""
+        if not self._legacy_runs or self.read_only:
+            return
+        listed = {self.versions.path_of(v).resolve() for v in self.versions.versions()}
+        for run in self._legacy_runs:
+            path = self.owned_path(run.path, "a model")
+            if path not in listed:
+                self.versions.add(path, strategy=run.strategy, iterations=run.iteration,
+                                  painted_slices=run.annotated_slices, trained_slices=run.annotated_slices)
+        self._legacy_runs = []
+        self.save_manifest()
 
     def latest_resumable(self) -> Path | None:
         """The newest model or periodic checkpoint under ``runs/`` (also of interrupted runs)."""

@@ -10,11 +10,18 @@ from app_model.types import KeyCode, KeyMod
 
 from .._reader import geometry_layer_kwargs
 from .._writer import layer_geometry
-from ..core.accept import acceptance_edit
 from ..core.volume import Volume
 
-PREDICTION_LAYER = "prediction"
-CERTAINTY_LAYER = "certainty"
+# The layers the plugin makes; one definition of each name.
+PREDICTION_LAYER = "prediction"  # the model's proposal
+CERTAINTY_LAYER = "certainty"  # the model's certainty, 0 to 1
+REVIEW_LAYER = "review certainty"  # certainty fused with disagreement and registration quality
+REGISTERED_LAYER = "registered pseudo-labels"  # labels propagated from painted slices
+QUALITY_LAYER = "registration quality"  # per-voxel consistency of the propagation
+PROVENANCE_LAYER = "provenance"  # where each label came from
+REGION_LAYER = "review region"  # shapes drawn to accept within
+PLUGIN_IMAGE_LAYERS = (CERTAINTY_LAYER, REVIEW_LAYER, QUALITY_LAYER)
+PLUGIN_LABELS_LAYERS = (PREDICTION_LAYER, REGISTERED_LAYER, PROVENANCE_LAYER)
 # Set on the prediction and certainty layers while they hold training previews (a few slices,
 # certainty 1 elsewhere), cleared when the final prediction replaces them: export skips previews.
 PREVIEW_METADATA_KEY = "napari_semiseg_preview"
@@ -137,14 +144,12 @@ def _tell_listeners_of_edits(layer, listeners: list[weakref.WeakMethod]) -> None
     layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, redo, overwrite=True)
 
 
-def accept_into(labels_layer, proposal: np.ndarray, region=None, overwrite_painted: bool = False,
-                record=None) -> int:
-    """Write a proposal into a labels layer as one undo step; returns voxels changed.
+def write_acceptance(labels_layer, indices, values, record=None) -> int:
+    """Write an acceptance edit (from ``core.accept``) into a labels layer as one undo step.
 
-    ``record(labels_before, indices, values)``, if given, is called just before the write
-    (the review panel notes the acceptance in the provenance).
+    ``record(labels_before, indices, values)``, if given, is called just before the write (the
+    session notes the acceptance in the provenance). Returns the number of voxels written.
     """
-    indices, values = acceptance_edit(np.asarray(labels_layer.data), proposal, region, overwrite_painted)
     if len(indices[0]) == 0:
         return 0
     if record is not None:

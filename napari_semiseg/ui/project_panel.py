@@ -1,4 +1,4 @@
-"""Project box of the dock widget: create or open a project folder, autosave, export everything.
+"""Project box of the dock widget: create or open a project folder and autosave into it.
 
 Opening a project restores the session: every volume as an image layer, its saved annotations
 as a labels layer, the annotation mode and axis, and the last model (so training can continue).
@@ -14,22 +14,18 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from .._reader import geometry_layer_kwargs
-from .._writer import layer_geometry
-from ..core.annotations import AnnotationMode, AnnotationScheme
+from ..core.annotations import AnnotationScheme
 from ..core.autosave import AutosaveClock
-from ..core.events import CheckpointSaved, TrainingFailed, TrainingFinished, TrainingStarted
-from ..core.export import ExportItem, export_maps
 from ..core.project import Project, ProjectError
 from ..core.provenance import Provenance
 from ..core.volume import VolumeError, is_readable_path, read_volume, write_volume
-from .layers import (CERTAINTY_LAYER, follow_voxel_edits, is_preview, layer_meta, stop_following_voxel_edits,
-                     volume_from_layer)
-from .provenance_tracker import ProvenanceTracker
+from .layers import follow_voxel_edits, stop_following_voxel_edits, volume_from_layer
+from .session import Session
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +34,15 @@ RETRY_AFTER_FAILURE_SECONDS = 10.0
 
 
 class ProjectPanel(QGroupBox):
-    """Project folder controls; ``widget`` is the :class:`SemisegWidget` it belongs to."""
+    """Project folder controls: the session's project, its labels saved a few seconds after each edit."""
 
-    def __init__(self, widget, clock: AutosaveClock | None = None, provenance: ProvenanceTracker | None = None):
+    def __init__(self, session: Session, clock: AutosaveClock | None = None):
         super().__init__("Project")
-        self.widget = widget
-        self.provenance = provenance or ProvenanceTracker()
-        self.viewer = widget.viewer
-        self.project: Project | None = None
+        self.session = session
+        self.viewer = session.viewer
         self.clock = clock or AutosaveClock()
-        self.volume_name: str | None = None
-        self.labels_layer: Labels | None = None
+        self.labels_layer: Labels | None = None  # the labels being autosaved
         self.last_saved: float | None = None
-        self.last_checkpoint: CheckpointSaved | None = None
-        self._annotated_at_start = 0
         self._retry_at = 0.0
         self._build()
         self._timer = QTimer(self)
@@ -65,9 +56,7 @@ class ProjectPanel(QGroupBox):
         self.new_button.setToolTip("Make a project folder for the image and labels picked below; they autosave there")
         self.open_button = QPushButton("Open...")
         self.open_button.setToolTip("Open a project folder and restore its images, annotations and last model")
-        self.export_button = QPushButton("Export all...")
-        self.export_button.setToolTip("Write labels, certainty and provenance in the image's geometry, verified")
-        for button in (self.new_button, self.open_button, self.export_button):
+        for button in (self.new_button, self.open_button):
             row.addWidget(button)
         layout.addLayout(row)
         self.folder_label = QLabel("No project: annotations are not autosaved.")
@@ -78,7 +67,10 @@ class ProjectPanel(QGroupBox):
         layout.addWidget(self.saved_label)
         self.new_button.clicked.connect(self._choose_new)
         self.open_button.clicked.connect(self._choose_open)
-        self.export_button.clicked.connect(self._choose_export)
+
+    @property
+    def project(self) -> Project | None:
+        return self.session.project
 
     # ----- dialogs ------------------------------------------------------------------------
     def _choose_new(self) -> None:
@@ -91,16 +83,10 @@ class ProjectPanel(QGroupBox):
         if folder:
             self.open_project(folder)
 
-    def _choose_export(self) -> None:
-        start = str(self.project.predictions_dir) if self.project else ""
-        folder = QFileDialog.getExistingDirectory(self, "Export into folder", start)
-        if folder:
-            self.export_all(folder)
-
     # ----- create and open ----------------------------------------------------------------
     def create_project(self, folder: str | Path) -> Project | None:
-        """Make a project from the widget's image and labels layers, and start autosaving them."""
-        image, labels = self.widget.image_layer, self.widget.labels_layer
+        """Make a project from the session's image and labels layers, and start autosaving them."""
+        image, labels = self.session.image_layer, self.session.labels_layer
         if image is None:
             show_warning("Open an image first, then make a project for it.")
             return None
@@ -108,8 +94,8 @@ class ProjectPanel(QGroupBox):
             project = Project.create(folder)  # never into an existing project: that would overwrite its labels
             name = self._add_image(project, image)
             if labels is None:
-                labels = self.widget.add_annotation_layer()
-            project.set_scheme(self.widget.scheme())
+                labels = self.session.add_annotation_layer()
+            project.set_scheme(self.session.scheme())
             self._attach(project, name, labels)
             self.save_now()
         except (ProjectError, VolumeError) as error:
@@ -143,13 +129,7 @@ class ProjectPanel(QGroupBox):
             return None
         self._restore_scheme(project.scheme)
         image, labels, name = layers[0]
-        self.widget.image_combo.setCurrentText(image.name)
-        self.widget.labels_combo.setCurrentText(labels.name)
-        self.widget.runs_dir = project.runs_dir
-        model = project.latest_model() or project.latest_resumable()
-        if model is not None:
-            self.widget.last_model = str(model)
-            self.widget.continue_check.setEnabled(True)
+        self.session.choose_layers(image.name, labels.name)
         self._attach(project, name, labels)
         for note in project.recovery_notes:
             show_warning(note)
@@ -172,17 +152,14 @@ class ProjectPanel(QGroupBox):
     def _restore_provenance(self, layer: Labels, saved, name: str) -> None:
         """Accepted voxels stay accepted after reopening (not counted as painted by the user)."""
         try:
-            self.provenance.adopt(layer, Provenance.from_saved(saved.labels, saved.provenance))
+            self.session.provenance.adopt(layer, Provenance.from_saved(saved.labels, saved.provenance))
         except (ValueError, KeyError) as error:
             note = f"The provenance of '{name}' could not be read ({error}); its labels count as painted by you."
             show_warning(note)
             log.warning(note)
 
     def _restore_scheme(self, scheme: AnnotationScheme) -> None:
-        combo = self.widget.mode_combo
-        combo.setCurrentIndex(max(0, combo.findData(scheme.mode.value)))
-        if scheme.mode is AnnotationMode.SCRIBBLES and scheme.background_label:
-            self.widget.background_spin.setValue(int(scheme.background_label))
+        self.session.set_annotation(scheme.mode, scheme.background_label or None)
         others = [axis for axis in range(3) if axis != scheme.axis]
         self.viewer.dims.order = (scheme.axis, *others)
 
@@ -190,9 +167,9 @@ class ProjectPanel(QGroupBox):
         if self.labels_layer is not None and self.labels_layer is not labels:
             self.save_now()
             stop_following_voxel_edits(self.labels_layer, self._edited)
-        self.project, self.volume_name, self.labels_layer = project, name, labels
+        self.labels_layer = labels
         follow_voxel_edits(labels, self._edited)  # undo and redo too: an undone stroke must not stay on disk
-        self.widget.runs_dir = project.runs_dir
+        self.session.set_project(project, name)
         state = " (read-only: changes cannot be saved here)" if project.read_only else ""
         self.folder_label.setText(f"Project: {project.folder}{state}")
         if project.read_only:
@@ -217,9 +194,9 @@ class ProjectPanel(QGroupBox):
             return False
         try:
             if self.viewer.dims.ndisplay == 2:  # in 3D there is no painting axis to record
-                self.project.set_scheme(self.widget.scheme())
-            provenance = self.provenance.now(self.labels_layer)
-            self.project.save_annotations(self.volume_name, np.asarray(self.labels_layer.data),
+                self.project.set_scheme(self.session.scheme())
+            provenance = self.session.provenance.now(self.labels_layer)
+            self.project.save_annotations(self.session.volume_name, np.asarray(self.labels_layer.data),
                                           provenance.saved_state() if provenance is not None else None)
         except (ProjectError, ValueError) as error:
             self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
@@ -240,60 +217,5 @@ class ProjectPanel(QGroupBox):
             return ""
         return "saved " + time.strftime("%H:%M:%S", time.localtime(self.last_saved))
 
-    # ----- training runs ------------------------------------------------------------------
-    def on_training_event(self, event) -> None:
-        """Record finished runs in the project; after a crash, offer to resume from the checkpoint."""
-        if isinstance(event, TrainingStarted):
-            self._annotated_at_start = event.annotated_slices
-            self.last_checkpoint = None
-        elif isinstance(event, CheckpointSaved):
-            self.last_checkpoint = event
-        elif isinstance(event, TrainingFinished) and self.project is not None:
-            try:
-                self.project.record_run(event.model_path, self.widget.strategy_combo.currentData(),
-                                        self._annotated_at_start, event.iteration)
-            except ProjectError as error:
-                show_warning(str(error))
-        elif isinstance(event, TrainingFailed) and self.last_checkpoint is not None:
-            self.widget.last_model = self.last_checkpoint.path
-            self.widget.continue_check.setEnabled(True)
-            self.widget.continue_check.setChecked(True)
-            self.widget.status_label.setText(
-                f"{self.widget.status_label.text()} Training will resume from the checkpoint at iteration "
-                f"{self.last_checkpoint.iteration}."
-            )
-
-    # ----- export -------------------------------------------------------------------------
-    def export_all(self, folder: str | Path) -> list[Path]:
-        """Write labels, certainty and provenance (when present) in the image's geometry, verified."""
-        labels = self.widget.labels_layer
-        if labels is None:
-            show_warning("Pick a labels layer to export.")
-            return []
-        stem = self.volume_name or labels.name.replace(" ", "_")
-        items = [ExportItem("seg", np.asarray(labels.data))]
-        left_out = ""
-        certainty = self.viewer.layers[CERTAINTY_LAYER] if CERTAINTY_LAYER in self.viewer.layers else None
-        if certainty is not None and is_preview(certainty):
-            left_out = (" The certainty map was left out: it holds training previews of a few slices; "
-                        "export again once training has finished.")
-        elif certainty is not None and certainty.data.shape == labels.data.shape:
-            items.append(ExportItem("certainty", np.asarray(certainty.data)))
-        provenance = self.provenance.now(labels)
-        if provenance is not None:
-            record = provenance.to_json(labels_file=f"{stem}_seg.nii.gz", provenance_map=f"{stem}_provenance.nii.gz")
-            items.append(ExportItem("provenance", provenance.codes, record))
-        try:
-            result = export_maps(folder, stem, layer_geometry(layer_meta(labels)), items)
-        except (VolumeError, RuntimeError) as error:
-            self._fail(str(error))
-            return []
-        message = f"Exported and verified {result.describe()} in {folder}.{left_out}"
-        self.widget.status_label.setText(message)
-        show_info(message)
-        return result.files
-
     def _fail(self, message: str) -> None:
-        log.error(message)
-        self.widget.status_label.setText(message)
-        show_error(message)
+        self.session.say(message, error=True)

@@ -31,6 +31,16 @@ class ProvenanceTracker:
             provenance.update(np.asarray(layer.data))
         return provenance
 
+    def recorder(self, layer, source: str, scope: str, **facts):
+        """A ``record(labels_before, indices, values)`` callback for ``layers.write_acceptance``:
+        notes an acceptance from ``source`` in the provenance of ``layer`` just before it is written."""
+        def record(labels_before: np.ndarray, indices, values) -> None:
+            provenance = self.of(layer)
+            if provenance is not None and provenance.shape == labels_before.shape:
+                provenance.update(labels_before)
+                provenance.record_acceptance(labels_before, indices, values, source, scope, **facts)
+        return record
+
     def adopt(self, layer, provenance: Provenance) -> None:
         """Track ``layer`` with a provenance restored from a project."""
         self._tracked[layer_key(layer)] = provenance

@@ -1,228 +1,217 @@
-"""Parts of the training panel: the live loss / validation curve and the model-version list.
-
-The curve uses pyqtgraph: it draws with QPainter in the viewer's thread (no second OpenGL
-context beside napari's canvas). Redraws are coalesced to one a second, and the axis ranges
-only grow in steps, so the axes (the costly part of a redraw) rarely lay out again.
-"""
+"""Training box: strategy, device and budget; start, pause, stop; progress, status line and curve."""
 
 from __future__ import annotations
 
-from typing import Callable
+import time
 
-import numpy as np
-import pyqtgraph as pg
-from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
+    QLabel,
     QPushButton,
-    QVBoxLayout,
-    QWidget,
 )
 
-from ..core.versions import ModelVersion, VersionError, VersionStore
+from ..core.config import DEFAULT_STRATEGY, TrainConfig
+from ..core.device import device_status
+from ..core.engine.presets import PRESETS
+from ..core.events import (
+    PseudoLabelsLimited,
+    PseudoLabelsReady,
+    StepCompleted,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingPaused,
+    TrainingResumed,
+    TrainingStarted,
+    ValidationScored,
+)
+from ..core.validation import MIN_ANNOTATED_FOR_HOLDOUT, painting_plateau
+from .curves import QuietProgressBar, TrainingCurves
+from .layers import current_slice
+from .session import Session
+from .training_process import background_threads
 
-LOSS_COLOUR = "#4fa3e0"
-DICE_COLOUR = "#f0a030"
-REDRAW_MS = 1000  # the curve redraws at most once a second: each redraw costs the viewer a few ms
-
-
-class QuietProgressBar(QProgressBar):
-    """A progress bar whose new value is drawn with the window's next paint, not at once.
-
-    ``QProgressBar.setValue`` repaints synchronously whenever its text changes. In napari's
-    window, beside the OpenGL canvas, any repaint composes the whole window: 70 to 90 ms with
-    software OpenGL (measured under Xvfb), a stutter the annotator feels on every step event.
-    An ordinary update instead joins the next paint of the dock.
-    """
-
-    def setValue(self, value: int) -> None:  # noqa: N802 (Qt naming)
-        self.setUpdatesEnabled(False)
-        super().setValue(value)
-        self.setUpdatesEnabled(True)  # schedules an ordinary, asynchronous update
-
-
-class TrainingCurves(QWidget):
-    """Training loss and held-out validation Dice against training time (seconds)."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.GraphicsLayoutWidget()
-        self.plot.setMinimumHeight(240)
-        self.loss_plot = self.plot.addPlot(row=0, col=0)
-        self.loss_plot.setLabel("left", "loss")
-        self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
-        self.dice_plot = self.plot.addPlot(row=1, col=0)
-        self.dice_plot.setLabel("left", "val Dice")
-        self.dice_plot.setLabel("bottom", "training time (s)")
-        self.dice_plot.getAxis("bottom").setHeight(36)
-        for axis in ("left", "bottom"):
-            self.loss_plot.getAxis(axis).enableAutoSIPrefix(False)
-            self.dice_plot.getAxis(axis).enableAutoSIPrefix(False)
-        self.dice_plot.setYRange(0.0, 1.0)
-        self.dice_plot.showGrid(x=True, y=True, alpha=0.2)
-        self.dice_plot.setXLink(self.loss_plot)
-        for item in (self.loss_plot, self.dice_plot):
-            item.setMouseEnabled(x=False, y=False)
-            item.hideButtons()
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOUR, width=2))
-        self.dice_curve = self.dice_plot.plot(pen=pg.mkPen(DICE_COLOUR, width=2), symbol="o", symbolSize=5,
-                                              symbolBrush=DICE_COLOUR)
-        layout.addWidget(self.plot)
-        self.loss_points: list[tuple[float, float]] = []
-        self.dice_points: list[tuple[float, float]] = []
-        for item in (self.loss_plot, self.dice_plot):
-            item.disableAutoRange()
-        self._x_max = self._loss_max = 0.0
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(REDRAW_MS)
-        self._redraw_timer.timeout.connect(self.redraw)
-
-    def reset(self) -> None:
-        """Empty both curves (a new run starts)."""
-        self.loss_points.clear()
-        self.dice_points.clear()
-        self._x_max = self._loss_max = 0.0
-        self.redraw()
-
-    def add_loss(self, seconds: float, loss: float) -> None:
-        if np.isfinite(loss):
-            self.loss_points.append((seconds, loss))
-            self._schedule()
-
-    def add_validation(self, seconds: float, dice: float) -> None:
-        if np.isfinite(dice):
-            self.dice_points.append((seconds, dice))
-            self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
-
-    def flush(self) -> None:
-        """Redraw now if a redraw is pending, so it shares the dock's paint with other changes."""
-        if self._redraw_timer.isActive():
-            self._redraw_timer.stop()
-            self.redraw()
-
-    def redraw(self) -> None:
-        """Draw the points so far. Ranges only grow, in steps, so the axes rarely re-layout."""
-        for curve, points in ((self.loss_curve, self.loss_points), (self.dice_curve, self.dice_points)):
-            if points:
-                curve.setData(*np.array(points).T)
-            else:
-                curve.setData([], [])
-        latest = max([p[0] for p in self.loss_points[-1:] + self.dice_points[-1:]], default=0.0)
-        if latest > self._x_max or self._x_max == 0.0:
-            self._x_max = max(30.0, 1.5 * latest)
-            self.loss_plot.setXRange(0.0, self._x_max, padding=0)
-        highest = max((p[1] for p in self.loss_points), default=0.0)
-        if highest > self._loss_max or self._loss_max == 0.0:
-            self._loss_max = max(0.1, 1.3 * highest)
-            self.loss_plot.setYRange(0.0, self._loss_max, padding=0)
+STEP_DISPLAY_SECONDS = 1.0  # each status change repaints the dock: 70-90 ms with software OpenGL
 
 
-class VersionsPanel(QGroupBox):
-    """The model versions of the runs folder: load one, compare two, roll back."""
+class TrainingPanel(QGroupBox):
+    """Train the session's layers in the worker process and show how it goes."""
 
-    def __init__(self, store: VersionStore, on_load: Callable[[ModelVersion], None],
-                 on_compare: Callable[[ModelVersion, ModelVersion], None],
-                 on_roll_back: Callable[[ModelVersion], None], say: Callable[[str], None]):
-        super().__init__("Model versions")
-        self.store = store
-        self._on_load, self._on_compare, self._on_roll_back, self._say = on_load, on_compare, on_roll_back, say
-        layout = QVBoxLayout(self)
-        self.version_list = QListWidget()
-        self.version_list.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.version_list.setToolTip("Select one version to load or roll back to, two to compare")
-        self.version_list.setMaximumHeight(120)
-        layout.addWidget(self.version_list)
-        row = QHBoxLayout()
-        self.load_button = QPushButton("Load")
-        self.load_button.setToolTip("Predict the image with this version (prediction layer, acceptable)")
-        self.compare_button = QPushButton("Compare")
-        self.compare_button.setToolTip("Predict with two versions and show both as labels layers")
-        self.roll_back_button = QPushButton("Roll back")
-        self.roll_back_button.setToolTip("Make this version current: the next training continues from it")
-        for button in (self.load_button, self.compare_button, self.roll_back_button):
-            row.addWidget(button)
-        layout.addLayout(row)
-        self.load_button.clicked.connect(self.load_selected)
-        self.compare_button.clicked.connect(self.compare_selected)
-        self.roll_back_button.clicked.connect(self.roll_back_selected)
-        self.version_list.itemSelectionChanged.connect(self._update_buttons)
-        self.refresh()
+    def __init__(self, session: Session):
+        super().__init__("Training")
+        self.session = session
+        self._last_step_shown = -float("inf")
+        self._build()
+        session.message.connect(self._say)
+        session.training_event.connect(self._show_event)
+        session.training_ended.connect(self._show_idle)
+        session.model_changed.connect(self._show_model)
+        session.viewer.dims.events.current_step.connect(self._request_preview)
+        self._show_model(session.current_model)
 
-    def set_store(self, store: VersionStore) -> None:
-        """Point the panel at another runs folder (a project's)."""
-        self.store = store
-        self.refresh()
+    def _build(self) -> None:
+        form = QFormLayout(self)
+        self.strategy_combo = QComboBox()
+        for name, preset in PRESETS.items():
+            self.strategy_combo.addItem(name, name)
+            self.strategy_combo.setItemData(self.strategy_combo.count() - 1, preset.summary, 3)
+        self.strategy_combo.setCurrentIndex(max(0, self.strategy_combo.findData(DEFAULT_STRATEGY)))
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_label = QLabel()
+        self.device_label.setWordWrap(True)
+        self.device_combo.currentTextChanged.connect(self._device_chosen)
+        self._device_chosen()
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setRange(0.1, 100000)
+        self.budget_spin.setDecimals(1)
+        self.budget_spin.setValue(2.0)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(["minutes", "iterations"])
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.budget_spin, 1)
+        budget_row.addWidget(self.budget_unit)
+        self.continue_check = QCheckBox("Continue from the last model")
+        self.continue_check.setEnabled(False)
+        self.start_button = QPushButton("Start training")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Hold training (no CPU used, budget clock stopped); press again to resume")
+        self.stop_button = QPushButton("Stop")
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(button)
+        self.progress_bar = QuietProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("Paint a few slices, then start training.")
+        self.status_label.setWordWrap(True)
+        self.curves = TrainingCurves()
+        self.validation_label = QLabel(f"Paint at least {MIN_ANNOTATED_FOR_HOLDOUT} slices to get a validation score.")
+        self.validation_label.setWordWrap(True)
+        form.addRow("Strategy", self.strategy_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.device_label)
+        form.addRow("Budget", budget_row)
+        form.addRow("", self.continue_check)
+        form.addRow(buttons)
+        for row in (self.progress_bar, self.status_label, self.curves, self.validation_label):
+            form.addRow(row)
+        self.start_button.clicked.connect(self.start_training)
+        self.stop_button.clicked.connect(self.session.stop_training)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self._show_idle()
 
-    def refresh(self) -> None:
-        """Re-read the index; newest first, the current version marked."""
-        self.version_list.clear()
-        try:
-            versions, current = self.store.versions(), self.store.current()
-        except VersionError as error:
-            self._say(str(error))
-            versions, current = [], None
-        for version in reversed(versions):
-            marker = "● " if current is not None and version.id == current.id else "   "
-            item = QListWidgetItem(marker + version.describe())
-            item.setData(Qt.UserRole, version.id)
-            item.setToolTip(f"{self.store.path_of(version)}\ncreated {version.created}, "
-                            f"held-out slices {list(version.held_out_slices)}")
-            self.version_list.addItem(item)
-        self._update_buttons()
+    def config(self) -> TrainConfig:
+        budget = self.budget_spin.value()
+        by_iterations = self.budget_unit.currentText() == "iterations"
+        return TrainConfig(
+            strategy=self.strategy_combo.currentData(),
+            minutes=None if by_iterations else budget,
+            iterations=int(budget) if by_iterations else None,
+            device=self.device_combo.currentText(),
+            threads=background_threads(),
+            checkpoint_seconds=self.session.checkpoint_seconds,
+        )
 
-    def selected(self) -> list[ModelVersion]:
-        ids = [item.data(Qt.UserRole) for item in self.version_list.selectedItems()]
-        return [self.store.get(int(i)) for i in sorted(ids)]
+    def start_training(self) -> bool:
+        """Train on the session's image and labels in the worker process. Returns success."""
+        if not self.session.start_training(self.config(), self.continue_check.isChecked()):
+            return False
+        for button, enabled in ((self.start_button, False), (self.stop_button, True), (self.pause_button, True)):
+            button.setEnabled(enabled)
+        self.pause_button.setText("Pause")
+        self.progress_bar.setValue(0)
+        self.curves.reset()
+        run = self.session.run
+        self.validation_label.setText(held_out_note(run.held_out, run.painted, MIN_ANNOTATED_FOR_HOLDOUT))
+        self._request_preview()
+        return True
 
-    def select(self, *version_ids: int) -> None:
-        for row in range(self.version_list.count()):
-            item = self.version_list.item(row)
-            item.setSelected(item.data(Qt.UserRole) in version_ids)
+    def toggle_pause(self) -> None:
+        """Pause a running training or resume it."""
+        self.session.toggle_pause()
+        if self.session.training:
+            self.pause_button.setText("Resume" if self.session.process.paused else "Pause")
 
-    def load_selected(self) -> None:
-        chosen = self.selected()
-        if len(chosen) != 1:
-            self._say("Select one version to load.")
-            return
-        self._on_load(chosen[0])
+    def _request_preview(self, event=None) -> None:
+        image = self.session.image_layer
+        if self.session.training and image is not None and self.session.run is not None:
+            axis = self.session.run.axis
+            self.session.request_preview(current_slice(self.session.viewer, image, axis))
 
-    def compare_selected(self) -> None:
-        chosen = self.selected()
-        if len(chosen) != 2:
-            self._say("Select two versions to compare (Ctrl+click).")
-            return
-        self._on_compare(chosen[0], chosen[1])
+    def _say(self, text: str) -> None:
+        self.status_label.setText(text)
 
-    def roll_back_selected(self) -> None:
-        chosen = self.selected()
-        if len(chosen) != 1:
-            self._say("Select one version to roll back to.")
-            return
-        try:
-            version = self.store.roll_back(chosen[0].id)
-        except VersionError as error:
-            self._say(str(error))
-            return
-        self.refresh()
-        self._on_roll_back(version)
+    def _device_chosen(self, *args) -> None:
+        self.session.device = self.device_combo.currentText()
+        ok, message = device_status(self.session.device)
+        self.device_label.setText(message if ok else f"⚠ {message}")
 
-    def _update_buttons(self) -> None:
-        count = len(self.version_list.selectedItems())
-        self.load_button.setEnabled(count == 1)
-        self.roll_back_button.setEnabled(count == 1)
-        self.compare_button.setEnabled(count == 2)
+    def _show_model(self, model: str | None) -> None:
+        self.continue_check.setEnabled(model is not None)
+        self.continue_check.setChecked(model is not None)
+
+    def _show_idle(self) -> None:
+        for button, enabled in ((self.start_button, True), (self.stop_button, False), (self.pause_button, False)):
+            button.setEnabled(enabled)
+        self.pause_button.setText("Pause")
+
+    def _show_event(self, event) -> None:
+        say = self.status_label.setText
+        if isinstance(event, TrainingStarted):
+            say(f"Training '{event.strategy}' on {event.device}: {event.annotated_slices} annotated, "
+                f"{event.unannotated_slices} unannotated slices.")
+        elif isinstance(event, PseudoLabelsReady):
+            say(f"Registration pseudo-labels ready ({event.source}, {event.seconds:.1f} s); training...")
+        elif isinstance(event, PseudoLabelsLimited):
+            say(f"Registration time limit reached: {event.registered} volumes registered, "
+                f"{event.skipped} train without pseudo-labels.")
+        elif isinstance(event, StepCompleted):
+            self._show_step(event)
+        elif isinstance(event, ValidationScored):
+            self.curves.add_validation(event.seconds, event.dice)
+            self.validation_label.setText(f"Validation Dice {event.dice:.3f} on {event.slices} held-out slices "
+                                          f"(iteration {event.iteration}).")
+        elif isinstance(event, TrainingPaused):
+            say(f"Paused at iteration {event.iteration}; press Resume to continue.")
+        elif isinstance(event, TrainingResumed):
+            say(f"Resumed after {event.paused_seconds:.0f} s.")
+        elif isinstance(event, TrainingFinished):
+            self._show_finished(event)
+        elif isinstance(event, TrainingFailed):
+            self._show_failed(event)
+
+    def _show_step(self, event: StepCompleted) -> None:
+        self.curves.add_loss(event.seconds, event.loss)
+        now = time.monotonic()
+        if now - self._last_step_shown >= STEP_DISPLAY_SECONDS:
+            self._last_step_shown = now
+            self.progress_bar.setValue(int(event.progress * 1000))
+            self.status_label.setText(f"Iteration {event.iteration}, loss {event.loss:.3f}, "
+                                      f"{event.slices_per_second:.1f} slices/s")
+            self.curves.flush()  # one repaint of the dock for progress, status and curve
+
+    def _show_finished(self, event: TrainingFinished) -> None:
+        self.progress_bar.setValue(1000)
+        plateau = painting_plateau(self.session.versions.history())
+        if plateau:
+            self.validation_label.setText(plateau)
+        verb = "Stopped" if event.reason == "stopped" else "Finished"
+        members = ", ".join(f"{name} {value:.2f}" for name, value in event.member_dice.items())
+        detail = f" Dice on painted slices: {members}." if len(event.member_dice) > 1 else ""
+        self.status_label.setText(f"{verb} after {event.iteration} iterations ({event.seconds:.0f} s).{detail} "
+                                  "Review the prediction.")
+
+    def _show_failed(self, event: TrainingFailed) -> None:
+        text = f"Training failed: {event.message}"
+        checkpoint = self.session.last_checkpoint
+        if checkpoint is not None:
+            text += f" Training will resume from the checkpoint at iteration {checkpoint.iteration}."
+        self.session.say(text, error=True)
 
 
 def held_out_note(slices: tuple[int, ...], painted: int, minimum: int) -> str:

@@ -65,6 +65,25 @@ def test_a_created_project_reopens_with_volumes_classes_scheme_and_runs(project,
         assert (tmp_path / "proj" / sub).is_dir()
 
 
+def test_models_listed_in_an_older_manifest_move_into_the_run_registry(project, tmp_path):
+    """Projects made before the one run registry listed their models in project.json."""
+    run_dir = project.new_run_dir()
+    run_dir.mkdir(parents=True)
+    (run_dir / "model.pt").write_bytes(b"stand-in for a model")
+    manifest_path = tmp_path / "proj" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["runs"] = [{"path": f"runs/{run_dir.name}/model.pt", "created": "2026-01-01T10:00:00",
+                         "strategy": "supervised", "annotated_slices": 3, "iteration": 40}]
+    manifest_path.write_text(json.dumps(manifest))
+
+    reopened = Project.open(tmp_path / "proj")
+    assert [(r.strategy, r.annotated_slices, r.iteration) for r in reopened.runs] == [("supervised", 3, 40)]
+    assert reopened.latest_model() == (run_dir / "model.pt").resolve()
+    assert "runs" not in json.loads(manifest_path.read_text()), "one list of runs: the registry"
+    assert len(Project.open(tmp_path / "proj").runs) == 1, "moved once, not on every opening"
+
+
+
 def test_volumes_inside_the_folder_are_stored_by_relative_path(tmp_path, image):
     folder = tmp_path / "moving"
     folder.mkdir()

@@ -15,7 +15,8 @@ from napari_semiseg.core.project import Project
 from napari_semiseg.core.provenance import ACCEPTED_MODEL, PAINTED
 from napari_semiseg.core.volume import Geometry, read_volume
 from napari_semiseg.ui.layers import PREVIEW_METADATA_KEY
-from napari_semiseg.ui.review_panel import PROVENANCE_LAYER
+from napari_semiseg.ui.layers import PROVENANCE_LAYER
+from napari_semiseg.ui.session import Proposal
 from napari_semiseg.ui.widget import SemisegWidget
 
 TRAINING_TIMEOUT_MS = 180_000
@@ -30,10 +31,10 @@ def scene(make_napari_viewer, tmp_path):
     labels = viewer.add_labels(paint_slices(truth, [1, 4, 6]), name="annotations", scale=GEOMETRY.spacing,
                                translate=GEOMETRY.origin)
     widget = SemisegWidget(viewer, runs_dir=tmp_path / "elsewhere")
-    widget.project_panel.clock = AutosaveClock(quiet_seconds=0.3, max_unsaved_seconds=2.0)
+    widget.project.clock = AutosaveClock(quiet_seconds=0.3, max_unsaved_seconds=2.0)
     viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText("image")
-    widget.labels_combo.setCurrentText("annotations")
+    widget.data.image_combo.setCurrentText("image")
+    widget.data.labels_combo.setCurrentText("annotations")
     return viewer, widget, labels, truth
 
 
@@ -44,9 +45,9 @@ def _paint(labels, z, value=2):
 
 def test_a_project_autosaves_edits_and_reopening_restores_the_session(scene, qtbot, tmp_path, make_napari_viewer):
     viewer, widget, labels, truth = scene
-    panel = widget.project_panel
+    panel = widget.project
     project = panel.create_project(tmp_path / "proj")
-    assert project is not None and widget.runs_dir == project.runs_dir
+    assert project is not None and widget.session.versions.runs_dir == project.runs_dir
     assert np.array_equal(project.load_annotations("image").labels, labels.data)
     assert read_volume(project.source_path("image")).geometry.matches(GEOMETRY)
 
@@ -62,48 +63,48 @@ def test_a_project_autosaves_edits_and_reopening_restores_the_session(scene, qtb
 
     other_viewer = make_napari_viewer()
     other = SemisegWidget(other_viewer, runs_dir=tmp_path / "unused")
-    assert other.project_panel.open_project(project.folder) is not None
+    assert other.project.open_project(project.folder) is not None
     image, restored = other_viewer.layers["image"], other_viewer.layers["image annotations"]
     assert np.array_equal(restored.data, edited)
     np.testing.assert_allclose(image.scale, GEOMETRY.spacing)
     np.testing.assert_allclose(restored.translate, GEOMETRY.origin)
-    assert other.labels_combo.currentText() == "image annotations"
-    assert other.scheme().axis == 1
-    assert other.runs_dir == project.runs_dir
+    assert other.data.labels_combo.currentText() == "image annotations"
+    assert other.session.scheme().axis == 1
+    assert other.session.versions.runs_dir == project.runs_dir
 
 
 def test_sigkill_of_training_is_reported_and_the_next_run_resumes_from_the_checkpoint(scene, qtbot, tmp_path):
     viewer, widget, labels, truth = scene
-    panel = widget.project_panel
+    panel = widget.project
     project = panel.create_project(tmp_path / "proj")
-    widget.checkpoint_seconds = 0.5
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData("supervised"))
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(10)
-    assert widget.start_training()
-    qtbot.waitUntil(lambda: panel.last_checkpoint is not None, timeout=TRAINING_TIMEOUT_MS)
-    os.kill(widget.process.pid, signal.SIGKILL)
-    qtbot.waitUntil(lambda: not widget.process.running, timeout=15_000)
+    widget.session.checkpoint_seconds = 0.5
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData("supervised"))
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(10)
+    assert widget.training.start_training()
+    qtbot.waitUntil(lambda: widget.session.last_checkpoint is not None, timeout=TRAINING_TIMEOUT_MS)
+    os.kill(widget.session.process.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not widget.session.process.running, timeout=15_000)
     text = widget.status_label.text()
     assert "ended unexpectedly" in text and "resume from the checkpoint at iteration" in text
-    reached = panel.last_checkpoint.iteration
+    reached = widget.session.last_checkpoint.iteration
 
     _paint(labels, 2)  # the viewer still works, and the edit is saved
     qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
     assert np.array_equal(project.load_annotations("image").labels, labels.data)
 
-    assert widget.continue_check.isChecked()
-    widget.budget_unit.setCurrentText("iterations")
-    widget.budget_spin.setValue(3)
-    assert widget.start_training()
-    qtbot.waitUntil(lambda: not widget.process.running, timeout=TRAINING_TIMEOUT_MS)
+    assert widget.training.continue_check.isChecked()
+    widget.training.budget_unit.setCurrentText("iterations")
+    widget.training.budget_spin.setValue(3)
+    assert widget.training.start_training()
+    qtbot.waitUntil(lambda: not widget.session.process.running, timeout=TRAINING_TIMEOUT_MS)
     assert f"after {reached + 3} iterations" in widget.status_label.text(), widget.status_label.text()
     assert Project.open(project.folder).runs[-1].iteration == reached + 3
 
 
 def test_a_full_disk_is_shown_and_the_last_save_still_loads(scene, qtbot, tmp_path, monkeypatch):
     viewer, widget, labels, truth = scene
-    panel = widget.project_panel
+    panel = widget.project
     project = panel.create_project(tmp_path / "proj")
     saved = labels.data.copy()
 
@@ -124,7 +125,7 @@ def test_export_all_writes_labels_certainty_and_provenance_in_the_source_geometr
     certainty = np.random.default_rng(0).random(truth.shape).astype(np.float32)
     viewer.add_image(certainty, name="certainty", scale=GEOMETRY.spacing, translate=GEOMETRY.origin)
     provenance = (labels.data > 0).astype(np.uint8)  # what the review panel tracks: all painted by the user
-    files = widget.project_panel.export_all(tmp_path / "out")
+    files = widget.export.export_all(tmp_path / "out")
     assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz",
                                        "annotations_provenance.nii.gz", "annotations_provenance.json"]
     for name, expected in (("seg", labels.data), ("certainty", certainty), ("provenance", provenance)):
@@ -142,11 +143,11 @@ def test_export_during_training_leaves_out_the_preview_certainty(scene, tmp_path
     viewer.add_image(np.ones(truth.shape, np.float32), name="certainty", scale=GEOMETRY.spacing,
                      translate=GEOMETRY.origin, metadata={PREVIEW_METADATA_KEY: True})
     provenance = ["annotations_provenance.nii.gz", "annotations_provenance.json"]  # always tracked, always written
-    files = widget.project_panel.export_all(tmp_path / "out")
+    files = widget.export.export_all(tmp_path / "out")
     assert [f.name for f in files] == ["annotations_seg.nii.gz", *provenance]
     assert "certainty map was left out" in widget.status_label.text()
     viewer.layers["certainty"].metadata[PREVIEW_METADATA_KEY] = False  # the final prediction arrived
-    files = widget.project_panel.export_all(tmp_path / "again")
+    files = widget.export.export_all(tmp_path / "again")
     assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz", *provenance]
 
 
@@ -164,19 +165,19 @@ def test_undo_and_redo_are_autosaved_and_the_annotated_summary_follows(scene, qt
     from app_model.types import KeyCode, KeyMod
 
     viewer, widget, labels, truth = scene
-    panel = widget.project_panel
+    panel = widget.project
     project = panel.create_project(tmp_path / "proj")
     before = labels.data.copy()
     _paint(labels, 3)
     qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
-    qtbot.waitUntil(lambda: widget.annotated_label.text().startswith("4 of 8"), timeout=5_000)
+    qtbot.waitUntil(lambda: widget.data.annotated_label.text().startswith("4 of 8"), timeout=5_000)
 
     _press(labels, KeyMod.CtrlCmd | KeyCode.KeyZ, type(labels).undo)
     assert np.array_equal(labels.data, before)
     assert panel.saved_label.text() == "unsaved changes"
     qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
     assert np.array_equal(Project.open(project.folder).load_annotations("image").labels, before)
-    qtbot.waitUntil(lambda: widget.annotated_label.text().startswith("3 of 8"), timeout=5_000)
+    qtbot.waitUntil(lambda: widget.data.annotated_label.text().startswith("3 of 8"), timeout=5_000)
 
     _press(labels, KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, type(labels).redo)
     qtbot.waitUntil(lambda: panel.saved_label.text().startswith("saved "), timeout=5_000)
@@ -190,14 +191,14 @@ def test_closing_the_viewer_saves_and_ends_the_training_process(scene, qtbot, tm
     import psutil
 
     viewer, widget, labels, truth = scene
-    panel = widget.project_panel
+    panel = widget.project
     project = panel.create_project(tmp_path / "proj")
     panel.clock = AutosaveClock(quiet_seconds=3600, max_unsaved_seconds=3600)  # only the close can save
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData("supervised"))
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(10)
-    assert widget.start_training()
-    child = psutil.Process(widget.process.pid)
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData("supervised"))
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(10)
+    assert widget.training.start_training()
+    child = psutil.Process(widget.session.process.pid)
     _paint(labels, 3)
     edited = labels.data.copy()
     assert panel.saved_label.text() == "unsaved changes"
@@ -211,15 +212,16 @@ def test_export_all_writes_the_provenance_the_review_panel_tracked(scene, tmp_pa
     """Defect: Export all read a provenance record from the provenance layer's metadata, which
     nothing sets, and wrote '{}' (reported as verified); it must write what Export labels writes."""
     viewer, widget, labels, truth = scene
-    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt")
+    widget.session.set_proposal(Proposal(truth.copy(), np.ones(truth.shape, np.float32), None, {"model": "runs/a/model.pt"}))
     viewer.dims.set_current_step(0, 2)
-    assert widget.review.accept_slice() > 0
-    codes = widget.review.provenance(labels).codes.copy()
+    assert widget.accept.accept_slice() > 0
+    codes = widget.session.provenance_of(labels).codes.copy()
     assert PROVENANCE_LAYER in viewer.layers and (codes == ACCEPTED_MODEL).any() and (codes == PAINTED).any()
 
-    files = widget.project_panel.export_all(tmp_path / "out")
-    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_provenance.nii.gz",
-                                       "annotations_provenance.json"]
+    files = widget.export.export_all(tmp_path / "out")
+    # the proposal is on screen as after a training, with its certainty map
+    assert [f.name for f in files] == ["annotations_seg.nii.gz", "annotations_certainty.nii.gz",
+                                       "annotations_provenance.nii.gz", "annotations_provenance.json"]
     back = read_volume(tmp_path / "out" / "annotations_provenance.nii.gz")
     assert back.geometry.matches(GEOMETRY) and np.array_equal(back.array, codes)
     record = json.loads(files[-1].read_text())
@@ -233,17 +235,17 @@ def test_reopening_a_project_keeps_what_was_accepted_from_the_model(scene, qtbot
     """Defect: the project kept no provenance, so after reopening the voxels accepted from the
     model counted as painted by the user (and their slices as painted)."""
     viewer, widget, labels, truth = scene
-    project = widget.project_panel.create_project(tmp_path / "proj")
-    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt")
+    project = widget.project.create_project(tmp_path / "proj")
+    widget.session.set_proposal(Proposal(truth.copy(), np.ones(truth.shape, np.float32), None, {"model": "runs/a/model.pt"}))
     viewer.dims.set_current_step(0, 2)
-    assert widget.review.accept_slice() > 0
-    codes = widget.review.provenance(labels).codes.copy()
-    assert widget.project_panel.save_now()
+    assert widget.accept.accept_slice() > 0
+    codes = widget.session.provenance_of(labels).codes.copy()
+    assert widget.project.save_now()
 
     other_viewer = make_napari_viewer()
     other = SemisegWidget(other_viewer, runs_dir=tmp_path / "unused")
-    assert other.project_panel.open_project(project.folder) is not None
-    restored = other.review.provenance(other_viewer.layers["image annotations"])
+    assert other.project.open_project(project.folder) is not None
+    restored = other.session.provenance_of(other_viewer.layers["image annotations"])
     np.testing.assert_array_equal(restored.codes, codes)
     assert (restored.codes[2][truth[2] != 0] == ACCEPTED_MODEL).all()
     assert [(a["source"], a["slices"]) for a in restored.records] == [("model", [2])]

@@ -13,7 +13,8 @@ from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.provenance import ACCEPTED_MODEL, ACCEPTED_REGISTRATION, EDITED, NONE, PAINTED
 from napari_semiseg.core.registration.slices import PropagationResult
 from napari_semiseg.core.volume import read_volume
-from napari_semiseg.ui.review_panel import PROVENANCE_LAYER, REGION_LAYER, REVIEW_LAYER
+from napari_semiseg.ui.layers import PROVENANCE_LAYER, REGION_LAYER, REVIEW_LAYER
+from napari_semiseg.ui.session import Proposal
 from napari_semiseg.ui.widget import SemisegWidget
 
 SPACING, ORIGIN = (3.0, 0.8, 0.8), (10.0, -5.0, 2.0)
@@ -29,9 +30,14 @@ def scene(make_napari_viewer, tmp_path):
                                translate=ORIGIN)
     widget = SemisegWidget(viewer, runs_dir=tmp_path / "runs")
     viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText(image.name)
-    widget.labels_combo.setCurrentText(labels.name)
-    return viewer, widget, widget.review, labels, truth
+    widget.data.image_combo.setCurrentText(image.name)
+    widget.data.labels_combo.setCurrentText(labels.name)
+    return viewer, widget, widget.accept, labels, truth
+
+
+def _propose(widget, labels, certainty, disagreement=None, **facts) -> None:
+    """A model's prediction arrives in the session (as at the end of a training)."""
+    widget.session.set_proposal(Proposal(labels, certainty, disagreement, facts))
 
 
 def _press(layer, key) -> None:
@@ -55,20 +61,20 @@ def _changed(before, after):
 
 def test_certainty_layer_ranking_and_click_jumps_to_the_slice(scene, qtbot):
     viewer, widget, panel, labels, truth = scene
-    panel.set_prediction(*_planted_prediction(truth), model="runs/x/model.pt")
+    _propose(widget, *_planted_prediction(truth), model="runs/x/model.pt")
     fused = viewer.layers[REVIEW_LAYER]
     np.testing.assert_allclose(fused.scale, labels.scale)
     assert fused.data[5, 0, 0] == pytest.approx(0.6) and fused.data[2, 0, 0] == pytest.approx(0.6)
-    listed = [panel.next_list.item(i).data(Qt.UserRole) for i in range(panel.next_list.count())]
+    listed = [widget.review.next_list.item(i).data(Qt.UserRole) for i in range(widget.review.next_list.count())]
     assert listed[:2] == [5, 2] and set(listed) == {0, 2, 3, 5, 7}
-    assert "low confidence" in panel.next_list.item(0).text()
-    assert "network disagreement" in panel.next_list.item(1).text()
-    assert panel.summary_label.text().startswith("5 unpainted slices: mean certainty 0.94, ")
+    assert "low confidence" in widget.review.next_list.item(0).text()
+    assert "network disagreement" in widget.review.next_list.item(1).text()
+    assert widget.review.summary_label.text().startswith("5 unpainted slices: mean certainty 0.94, ")
 
     viewer.dims.set_current_step(0, 0)
-    panel.next_list.show()
-    item = panel.next_list.item(1)
-    qtbot.mouseClick(panel.next_list.viewport(), Qt.LeftButton, pos=panel.next_list.visualItemRect(item).center())
+    widget.review.next_list.show()
+    item = widget.review.next_list.item(1)
+    qtbot.mouseClick(widget.review.next_list.viewport(), Qt.LeftButton, pos=widget.review.next_list.visualItemRect(item).center())
     qtbot.waitUntil(lambda: viewer.dims.current_step[0] == 2, timeout=3000)
 
 
@@ -84,10 +90,10 @@ def test_every_acceptance_kind_is_one_undo_step_and_keeps_painted_voxels(scene):
     viewer, widget, panel, labels, truth = scene
     prediction, certainty, disagreement = _planted_prediction(truth)
     prediction[:, :, :3] = 2  # a wrong strip that also covers painted voxels
-    panel.set_prediction(prediction, certainty, disagreement, model="runs/x/model.pt")
+    _propose(widget, prediction, certainty, disagreement, model="runs/x/model.pt")
     painted = labels.data.copy()
     unpainted = painted == 0
-    fused = panel.review.certainty
+    fused = widget.session.review.certainty
     slice3 = np.zeros(truth.shape, bool)
     slice3[3] = True
     component = np.zeros(truth.shape, bool)
@@ -99,7 +105,7 @@ def test_every_acceptance_kind_is_one_undo_step_and_keeps_painted_voxels(scene):
         viewer.dims.set_current_step(0, 5)
         _draw_rectangle(panel, viewer, 5, (14.5, 9.5), (25.5, 29.5))
         panel.threshold_slider.setValue(70)
-        return panel.accept_in_region()
+        return panel.accept_certain()
 
     def accept_component():
         viewer.cursor.position = labels.data_to_world((6, 20, 1))
@@ -123,11 +129,11 @@ def test_every_acceptance_kind_is_one_undo_step_and_keeps_painted_voxels(scene):
         changed = _changed(painted, labels.data)
         assert np.array_equal(changed, expected & unpainted), kind
         assert np.array_equal(labels.data[changed], prediction[changed]), kind
-        assert (panel.provenance().codes[changed] == ACCEPTED_MODEL).all(), kind
+        assert (widget.session.provenance_of().codes[changed] == ACCEPTED_MODEL).all(), kind
         labels.undo()
         assert np.array_equal(labels.data, painted), f"{kind}: undo did not restore the labels exactly"
-        panel.sync_provenance()
-        assert (panel.provenance().codes[unpainted] == NONE).all(), kind
+        widget.review.sync_provenance()
+        assert (widget.session.provenance_of().codes[unpainted] == NONE).all(), kind
     assert np.unique(region[5] & (fused[5] < 0.7)).tolist() == [False, True], "threshold test needs both sides"
     assert viewer.layers[REGION_LAYER].ndim == 3
 
@@ -139,7 +145,7 @@ def test_every_acceptance_kind_is_one_undo_step_and_keeps_painted_voxels(scene):
 
 def test_click_mode_accepts_the_component_under_the_click(scene):
     viewer, widget, panel, labels, truth = scene
-    panel.set_prediction(*_planted_prediction(truth))
+    _propose(widget, *_planted_prediction(truth))
     painted = labels.data.copy()
     panel.click_check.setChecked(True)
     assert labels.mode == "pan_zoom"
@@ -159,25 +165,23 @@ def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exp
     quality = np.ones(truth.shape, np.float32)
     quality[2] = 0.3
     filled = [0, 2, 3, 5, 7]
-    widget.propagation.result = PropagationResult(truth.copy(), quality, {i: 0.9 - 0.1 * i for i in filled},
-                                                  tuple(PAINTED_SLICES), 0)
-    widget.propagation._show(widget.propagation.result, 1.0)  # as when propagation finishes
+    result = PropagationResult(truth.copy(), quality, {i: 0.9 - 0.1 * i for i in filled}, tuple(PAINTED_SLICES), 0)
+    widget.registration._show(result, 1.0)  # as when propagation finishes
     assert panel.source_combo.currentData() == "registration"
-    assert panel.next_list.item(0).data(Qt.UserRole) == 2
-    assert "low registration consistency" in panel.next_list.item(0).text()
-    assert "registration score 0.70" in panel.next_list.item(0).text()
+    assert widget.review.next_list.item(0).data(Qt.UserRole) == 2
+    assert "low registration consistency" in widget.review.next_list.item(0).text()
+    assert "registration score 0.70" in widget.review.next_list.item(0).text()
 
     viewer.dims.set_current_step(0, 2)
     assert panel.accept_slice() > 0
     viewer.dims.set_current_step(0, 3)
-    widget.propagation.accept_slice()  # the propagation panel's own button is recorded too
-    widget.prediction = truth.copy()
-    panel.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt")
-    panel.note_model(iteration=40)
+    panel.accept_slice()  # still from the registered labels
+    _propose(widget, truth.copy(), np.ones(truth.shape, np.float32), None, model="runs/a/model.pt", iteration=40)
+    assert panel.source_combo.currentData() == "model", "a new prediction is what the accept buttons take"
     viewer.dims.set_current_step(0, 5)
-    assert widget.accept_slice() > 0
+    assert widget.accept.accept_slice() > 0
 
-    codes = panel.provenance().codes
+    codes = widget.session.provenance_of().codes
     assert (codes[2][truth[2] != 0] == ACCEPTED_REGISTRATION).all()
     assert (codes[3][truth[3] != 0] == ACCEPTED_REGISTRATION).all()
     assert (codes[5][truth[5] != 0] == ACCEPTED_MODEL).all()
@@ -187,7 +191,7 @@ def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exp
     labels.selected_label = 7
     labels.brush_size = 1
     labels.paint((5, y, x), 7)  # the user corrects an accepted voxel
-    panel.sync_provenance()
+    widget.review.sync_provenance()
     codes = viewer.layers[PROVENANCE_LAYER].data
     assert codes[5, y, x] == EDITED and (codes == EDITED).sum() == 1
     _press(labels, KeyMod.CtrlCmd | KeyCode.KeyZ)  # Ctrl+Z on the layer undoes the correction ...
@@ -196,7 +200,7 @@ def test_provenance_follows_registration_and_model_acceptance_user_edits_and_exp
     qtbot.waitUntil(lambda: viewer.layers[PROVENANCE_LAYER].data[5, y, x] == EDITED, timeout=3000)
     codes = viewer.layers[PROVENANCE_LAYER].data
 
-    written = widget.export_labels(str(tmp_path / "mask.nii.gz"))
+    written = widget.export.export_labels(str(tmp_path / "mask.nii.gz"))
     assert written and "Exported and verified" in widget.status_label.text()
     sidecar = read_volume(tmp_path / "mask_provenance.nii.gz")
     assert np.array_equal(sidecar.array, codes)
@@ -217,11 +221,11 @@ def test_provenance_works_through_the_plugin_dock_widget(make_napari_viewer):
     viewer.add_image(volume.array, name="image")
     viewer.add_labels(paint_slices(truth, [2]), name="annotations")
     _, widget = viewer.window.add_plugin_dock_widget("napari-semiseg", "Semi-supervised segmentation")
-    widget.image_combo.setCurrentText("image")
-    widget.labels_combo.setCurrentText("annotations")
-    widget.review.set_prediction(truth.copy(), np.ones(truth.shape, np.float32), None)
+    widget.data.image_combo.setCurrentText("image")
+    widget.data.labels_combo.setCurrentText("annotations")
+    _propose(widget, truth.copy(), np.ones(truth.shape, np.float32), None)
     viewer.dims.set_current_step(0, 4)
-    assert widget.review.accept_slice() > 0
+    assert widget.accept.accept_slice() > 0
     codes = viewer.layers[PROVENANCE_LAYER].data
     assert (codes[4][truth[4] != 0] == ACCEPTED_MODEL).all() and (codes[2][truth[2] != 0] == PAINTED).all()
     assert "accepted from model" in widget.review.provenance_label.text()

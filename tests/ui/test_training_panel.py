@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QApplication, QProgressBar
 from napari_semiseg.core.events import StepCompleted, ValidationScored
 from napari_semiseg.core.phantoms import paint_slices, ring_phantom
 from napari_semiseg.core.versions import VersionStore
-from napari_semiseg.ui.training_panel import QuietProgressBar
+from napari_semiseg.ui.curves import QuietProgressBar
 from napari_semiseg.ui.widget import SemisegWidget
 
 TIMEOUT_MS = 240_000
@@ -25,11 +25,11 @@ def scene(make_napari_viewer, tmp_path):
     labels = viewer.add_labels(paint_slices(truth, PAINTED), name="annotations")
     widget = SemisegWidget(viewer, runs_dir=tmp_path / "runs")
     viewer.window.add_dock_widget(widget)
-    widget.image_combo.setCurrentText("image")
-    widget.labels_combo.setCurrentText("annotations")
-    widget.strategy_combo.setCurrentIndex(widget.strategy_combo.findData("supervised"))
-    full_config = widget.config
-    widget.config = lambda: replace(full_config(), patch_size=48, batch_size=2)  # small steps: a fast test
+    widget.data.image_combo.setCurrentText("image")
+    widget.data.labels_combo.setCurrentText("annotations")
+    widget.training.strategy_combo.setCurrentIndex(widget.training.strategy_combo.findData("supervised"))
+    full_config = widget.training.config
+    widget.training.config = lambda: replace(full_config(), patch_size=48, batch_size=2)  # small steps: a fast test
     yield viewer, widget, labels
     widget.close()
 
@@ -40,11 +40,11 @@ def _status(widget):
 
 def test_device_message_says_what_was_found_and_refuses_a_missing_gpu(scene):
     viewer, widget, labels = scene
-    widget.device_combo.setCurrentText("auto")
-    assert "No GPU found" in widget.device_label.text() and "CPU" in widget.device_label.text()
-    widget.device_combo.setCurrentText("cuda")
-    assert "CUDA was requested but no usable GPU was found" in widget.device_label.text()
-    assert not widget.start_training()
+    widget.training.device_combo.setCurrentText("auto")
+    assert "No GPU found" in widget.training.device_label.text() and "CPU" in widget.training.device_label.text()
+    widget.training.device_combo.setCurrentText("cuda")
+    assert "CUDA was requested but no usable GPU was found" in widget.training.device_label.text()
+    assert not widget.training.start_training()
     assert "Choose 'auto' or 'cpu'" in _status(widget)
 
 
@@ -79,85 +79,86 @@ def test_progress_bar_paints_with_the_next_frame_not_inside_set_value(qtbot):
 
 def test_step_events_update_the_dock_at_most_once_a_second(scene, monkeypatch):
     viewer, widget, labels = scene
-    assert isinstance(widget.progress_bar, QuietProgressBar)
+    assert isinstance(widget.training.progress_bar, QuietProgressBar)
     clock = iter([100.0, 100.4, 101.2])
-    monkeypatch.setattr("napari_semiseg.ui.widget.time.monotonic", lambda: next(clock))
-    widget._handle(StepCompleted(10, 0.10, 0.9, {}, 2.0, 4.0))
-    assert widget.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
-    widget._handle(StepCompleted(20, 0.20, 0.8, {}, 2.4, 4.0))  # 0.4 s later: recorded, not shown
-    assert widget.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
-    assert widget.curves.loss_points[-1] == (2.4, 0.8)
-    widget._handle(StepCompleted(30, 0.30, 0.7, {}, 3.2, 4.0))
-    assert widget.progress_bar.value() == 300 and "Iteration 30" in _status(widget)
+    monkeypatch.setattr("napari_semiseg.ui.training_panel.time.monotonic", lambda: next(clock))
+    widget.session.handle(StepCompleted(10, 0.10, 0.9, {}, 2.0, 4.0))
+    assert widget.training.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
+    widget.session.handle(StepCompleted(20, 0.20, 0.8, {}, 2.4, 4.0))  # 0.4 s later: recorded, not shown
+    assert widget.training.progress_bar.value() == 100 and "Iteration 10" in _status(widget)
+    assert widget.training.curves.loss_points[-1] == (2.4, 0.8)
+    widget.session.handle(StepCompleted(30, 0.30, 0.7, {}, 3.2, 4.0))
+    assert widget.training.progress_bar.value() == 300 and "Iteration 30" in _status(widget)
 
 
 def test_curve_follows_loss_and_validation_events(scene, qtbot):
     viewer, widget, labels = scene
-    widget._handle(StepCompleted(10, 0.1, 0.9, {}, 2.0, 4.0))
-    widget._handle(StepCompleted(20, 0.2, 0.7, {}, 4.0, 4.0))
-    widget._handle(ValidationScored(20, 0.62, 2, 4.5))
-    assert widget.curves.loss_points == [(2.0, 0.9), (4.0, 0.7)]
-    assert widget.curves.dice_points == [(4.5, 0.62)]
-    qtbot.waitUntil(lambda: widget.curves.dice_curve.getData()[1] is not None
-                    and len(widget.curves.dice_curve.getData()[1]) == 1, timeout=5_000)  # redraws are coalesced
-    assert np.allclose(widget.curves.loss_curve.getData()[1], [0.9, 0.7])
-    assert np.allclose(widget.curves.dice_curve.getData()[1], [0.62])
-    assert "Validation Dice 0.620 on 2 held-out slices" in widget.validation_label.text()
+    widget.session.handle(StepCompleted(10, 0.1, 0.9, {}, 2.0, 4.0))
+    widget.session.handle(StepCompleted(20, 0.2, 0.7, {}, 4.0, 4.0))
+    widget.session.handle(ValidationScored(20, 0.62, 2, 4.5))
+    assert widget.training.curves.loss_points == [(2.0, 0.9), (4.0, 0.7)]
+    assert widget.training.curves.dice_points == [(4.5, 0.62)]
+    qtbot.waitUntil(lambda: widget.training.curves.dice_curve.getData()[1] is not None
+                    and len(widget.training.curves.dice_curve.getData()[1]) == 1, timeout=5_000)  # redraws are coalesced
+    assert np.allclose(widget.training.curves.loss_curve.getData()[1], [0.9, 0.7])
+    assert np.allclose(widget.training.curves.dice_curve.getData()[1], [0.62])
+    assert "Validation Dice 0.620 on 2 held-out slices" in widget.training.validation_label.text()
 
 
 def test_pause_resume_stop_then_versions_load_compare_and_roll_back(scene, qtbot):
     viewer, widget, labels = scene
-    widget.budget_unit.setCurrentText("minutes")
-    widget.budget_spin.setValue(10)
-    assert widget.start_training(), _status(widget)
-    assert "held-out painted slices 1, 9" in widget.validation_label.text()
+    widget.training.budget_unit.setCurrentText("minutes")
+    widget.training.budget_spin.setValue(10)
+    assert widget.training.start_training(), _status(widget)
+    assert "held-out painted slices 1, 9" in widget.training.validation_label.text()
     qtbot.waitUntil(lambda: "Iteration" in _status(widget), timeout=TIMEOUT_MS)
-    widget.toggle_pause()
+    widget.training.toggle_pause()
     qtbot.waitUntil(lambda: "Paused at iteration" in _status(widget), timeout=60_000)
-    child = psutil.Process(widget.process.pid)
+    child = psutil.Process(widget.session.process.pid)
     before = sum(child.cpu_times()[:2])
     qtbot.wait(1500)
     assert sum(child.cpu_times()[:2]) - before < 0.3, "a paused training must idle"
-    assert widget.pause_button.text() == "Resume"
-    widget.toggle_pause()
+    assert widget.training.pause_button.text() == "Resume"
+    widget.training.toggle_pause()
     qtbot.waitUntil(lambda: "Resumed after" in _status(widget) or "Iteration" in _status(widget), timeout=60_000)
-    widget.stop_training()
-    qtbot.waitUntil(lambda: not widget.process.running, timeout=TIMEOUT_MS)
+    widget.session.stop_training()
+    qtbot.waitUntil(lambda: not widget.session.process.running, timeout=TIMEOUT_MS)
     assert "Stopped after" in _status(widget)
-    assert widget.curves.loss_points and widget.curves.dice_points, "the curve shows loss and validation Dice"
-    store = VersionStore(widget.runs_dir)
+    assert widget.training.curves.loss_points and widget.training.curves.dice_points, "the curve shows loss and validation Dice"
+    store = VersionStore(widget.session.versions.runs_dir)
     (first,) = store.versions()
     assert first.held_out_slices == (1, 9) and first.trained_slices == 3 and first.painted_slices == 5
     assert first.validation_dice is not None and first.reason == "stopped"
 
-    worker = widget.process.pid
-    widget.budget_unit.setCurrentText("iterations")
-    widget.budget_spin.setValue(10)
-    assert widget.continue_check.isChecked(), "a retrain continues from the current model"
-    assert widget.start_training(), _status(widget)
-    assert widget.process.pid == worker, "the worker process is kept between runs"
-    qtbot.waitUntil(lambda: not widget.process.running, timeout=TIMEOUT_MS)
+    worker = widget.session.process.pid
+    widget.training.budget_unit.setCurrentText("iterations")
+    widget.training.budget_spin.setValue(10)
+    assert widget.training.continue_check.isChecked(), "a retrain continues from the current model"
+    assert widget.training.start_training(), _status(widget)
+    assert widget.session.process.pid == worker, "the worker process is kept between runs"
+    qtbot.waitUntil(lambda: not widget.session.process.running, timeout=TIMEOUT_MS)
     first, second = store.versions()
     assert second.parent == first.id and second.held_out_slices == (3,)  # rotated
-    assert widget.versions_panel.version_list.count() == 2
-    assert widget.versions_panel.version_list.item(0).text().startswith("● v2")
+    assert widget.versions.version_list.count() == 2
+    assert widget.versions.version_list.item(0).text().startswith("● v2")
 
-    widget.versions_panel.select(first.id, second.id)
-    widget.versions_panel.compare_selected()
+    widget.versions.select(first.id, second.id)
+    widget.versions.compare_selected()
     qtbot.waitUntil(lambda: "version v2" in viewer.layers and "version v1" in viewer.layers, timeout=TIMEOUT_MS)
     assert viewer.layers["version v1"].data.shape == labels.data.shape
     assert "Predicting" not in _status(widget), "the status must not stay on 'Predicting' once it is shown"
 
-    widget.prediction = None
-    widget.versions_panel.select(first.id)
-    widget.versions_panel.load_selected()
-    qtbot.waitUntil(lambda: widget.prediction is not None, timeout=TIMEOUT_MS)
-    assert viewer.layers["prediction"].data is widget.prediction
+    widget.session.set_proposal(None)
+    widget.versions.select(first.id)
+    widget.versions.load_selected()
+    qtbot.waitUntil(lambda: widget.session.proposal is not None, timeout=TIMEOUT_MS)
+    prediction = widget.session.proposal.labels
+    assert viewer.layers["prediction"].data is prediction
     assert _status(widget).startswith("Showing the prediction of v1"), _status(widget)
-    assert np.array_equal(widget.prediction[PAINTED], labels.data[PAINTED]), \
+    assert np.array_equal(prediction[PAINTED], labels.data[PAINTED]), \
         "a loaded version is blended with the painted slices (a comparison shows the networks alone)"
 
-    widget.versions_panel.roll_back_selected()
+    widget.versions.roll_back_selected()
     assert store.current().id == first.id
-    assert widget.versions_panel.version_list.item(1).text().startswith("● v1")
-    assert widget._make_job().resume_from == str(store.path_of(first))
+    assert widget.versions.version_list.item(1).text().startswith("● v1")
+    assert widget.session.current_model == str(store.path_of(first)), "the next training resumes from v1"
