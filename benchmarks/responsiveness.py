@@ -92,16 +92,21 @@ class TickRecorder:
 
         self.started = time.perf_counter()
         self.events: list[tuple[float, str]] = []
+        self.handled_ms: dict[str, float] = {}  # the longest handling of each event type
 
     def start(self) -> None:
         self.times.clear()
         self.events.clear()
+        self.handled_ms.clear()
         self.started = time.perf_counter()
         self.timer.start()
 
-    def note(self, what: str) -> None:
-        """Remember that the viewer handled ``what`` now (to explain the longest gaps)."""
+    def note(self, what: str, kind: str | None = None, ms: float | None = None) -> None:
+        """Remember that the viewer handled ``what`` now (to explain the longest gaps), an event
+        of type ``kind`` that took ``ms`` on the main thread."""
         self.events.append((time.perf_counter(), what))
+        if kind is not None:
+            self.handled_ms[kind] = max(ms, self.handled_ms.get(kind, 0.0))
 
     def stop(self, worst: int = 5) -> dict:
         self.timer.stop()
@@ -112,6 +117,8 @@ class TickRecorder:
         return {"max_gap_ms": round(float(gaps.max()), 1), "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
                 "mean_gap_ms": round(float(gaps.mean()), 2), "ticks": int(gaps.size),
                 "gaps_over_35_ms": int((gaps > 35).sum()), "gaps_over_16_ms": int((gaps > 16).sum()),
+                "longest_handling_ms": {kind: round(ms, 1) for kind, ms in
+                                        sorted(self.handled_ms.items(), key=lambda item: -item[1])},
                 "longest_gaps": [self._explain(times[i], gaps[i]) for i in np.argsort(gaps)[::-1][:worst]]}
 
     def _explain(self, begin: float, gap_ms: float) -> dict:
@@ -201,7 +208,8 @@ def viewer_run(seconds: float, idle_seconds: float, strategy: str) -> tuple[dict
     def recording_handle(event):
         started = time.perf_counter()
         handle(event)
-        recorder.note(f"{type(event).__name__} ({(time.perf_counter() - started) * 1000:.0f} ms)")
+        ms = (time.perf_counter() - started) * 1000
+        recorder.note(f"{type(event).__name__} ({ms:.0f} ms)", type(event).__name__, ms)
         if isinstance(event, StepCompleted):
             steps.append(event)
 

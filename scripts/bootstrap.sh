@@ -38,9 +38,9 @@ install_python_packages() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" -e ".[test]"
 }
 
-# The headless tests run in one process. Each GUI test runs in a process of its own: PySide6 6.12
-# can abort at garbage collection ("none_dealloc") after many napari viewers have lived in one
-# process, which would fail a suite whose every test passed.
+# The headless tests run in one process. Each GUI test runs in a process of its own, so that one
+# test's Qt state cannot end another's process (PySide6 6.12.0, now excluded in pyproject.toml,
+# dropped a reference to None on every processEvents() call and aborted long GUI runs).
 # Training results depend on the CPU's vector kernels, and CI gets AVX2 and AVX-512 machines by
 # turns: on an AVX-512 machine the float_path tests run a second time on the AVX2 kernels, torch's
 # own (ATEN_CPU_CAPABILITY) and oneDNN's convolutions (ONEDNN_MAX_CPU_ISA), so both paths are checked.

@@ -6,6 +6,8 @@ still switch any layer on in napari's layer list: the box follows what is visibl
 
 from __future__ import annotations
 
+from functools import partial
+
 from qtpy.QtWidgets import QButtonGroup, QGroupBox, QLabel, QRadioButton, QVBoxLayout
 
 from .layers import CERTAINTY_LAYER, PREDICTION_LAYER, PROVENANCE_LAYER, QUALITY_LAYER, REGISTERED_LAYER, REVIEW_LAYER
@@ -49,7 +51,7 @@ class OverlayPanel(QGroupBox):
             self.group.addButton(button)
             self.buttons[name] = button
             layout.addWidget(button)
-            button.toggled.connect(lambda checked, name=name: checked and self.show_overlay(name))
+            button.toggled.connect(partial(self._toggled, name))
             if legend:
                 label = QLabel(legend)
                 label.setWordWrap(True)
@@ -60,6 +62,10 @@ class OverlayPanel(QGroupBox):
         for event in (events.inserted, events.removed):
             event.connect(self._on_layers_changed)
         self._on_layers_changed()
+
+    def _toggled(self, name: str, checked: bool) -> None:
+        if checked:
+            self.show_overlay(name)
 
     def show_overlay(self, name: str) -> None:
         """Show overlay ``name`` (or none) and hide the plugin's other overlays."""
