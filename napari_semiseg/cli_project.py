@@ -19,7 +19,7 @@ from .core.volume import Volume, check_same_grid, read_volume
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``project init``, ``project show`` and ``project relink``."""
+    """Add ``project init``, ``project add``, ``project show`` and ``project relink``."""
     project = subparsers.add_parser("project", help="create or inspect a project folder")
     actions = project.add_subparsers(dest="project_command", required=True)
     init = actions.add_parser("init", help="make a project folder referring to images (they are not copied)")
@@ -32,6 +32,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--background-label", type=int, help="label value painted as background (scribbles)")
     init.add_argument("--axis", type=int, default=0, choices=[0, 1, 2], help="annotation axis (0 = z)")
     init.set_defaults(handler=run_project_init)
+    add = actions.add_parser("add", help="add image files, or every volume in folders (recursively), to a project")
+    add.add_argument("folder")
+    add.add_argument("paths", nargs="+", metavar="PATH",
+                     help="NIfTI, MHA/MHD or NRRD files, DICOM series folders, or folders holding any of them")
+    add.set_defaults(handler=run_project_add)
     show = actions.add_parser("show", help="list a project's volumes, annotations and models")
     show.add_argument("folder")
     show.set_defaults(handler=run_project_show)
@@ -77,6 +82,23 @@ def _checked_labels(image_path: str, labels_path: str, classes: dict[int, str], 
     if classes:
         check_label_classes(labels.array, classes, scheme, name=f"labels '{labels.name}'")
     return labels.array
+
+
+def run_project_add(args: argparse.Namespace) -> int:
+    """Add volumes with a line of progress each; fails only when none could be added."""
+    from .core.volume_sources import VolumeAdded, VolumesAdded, VolumeSkipped, add_volumes
+
+    project = Project.open(args.folder)
+    for event in add_volumes(project, args.paths):
+        if isinstance(event, VolumeAdded):
+            print(f"[{event.done}/{event.total}] added {event.name}: {event.path}", flush=True)
+        elif isinstance(event, VolumeSkipped):
+            print(f"[{event.done}/{event.total}] skipped {event.path}: {event.reason}", file=sys.stderr, flush=True)
+        elif isinstance(event, VolumesAdded):
+            print(f"{len(event.names)} volumes added, {event.skipped} skipped ({event.seconds:.1f} s); "
+                  f"the project has {len(project.volumes)}.")
+            return 0 if event.names or not event.skipped else 1
+    return 0
 
 
 def run_project_show(args: argparse.Namespace) -> int:

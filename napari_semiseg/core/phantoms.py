@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from .volume import Geometry, Volume
@@ -48,3 +51,30 @@ def paint_slices(labels: np.ndarray, slice_indices: list[int], axis: int = 0) ->
     index[axis] = list(slice_indices)
     sparse[tuple(index)] = labels[tuple(index)]
     return sparse
+
+
+def write_dicom_series(volume: Volume, folder: Path, series_uid: str, prefix: str = "slice") -> None:
+    """Write ``volume`` as a DICOM series, one file per slice, with the tags a series reader needs
+    (after SimpleITK's DicomSeriesFromArray example): test data the code makes itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = volume.to_sitk()
+    direction = image.GetDirection()
+    shared = {
+        "0008|0008": "DERIVED\\SECONDARY",
+        "0008|0060": "MR",
+        "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+        "0020|000e": series_uid,
+        "0020|0037": "\\".join(str(direction[i]) for i in (0, 3, 6, 1, 4, 7)),
+        "0018|0050": str(image.GetSpacing()[2]),
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        slice_image = image[:, :, z]
+        for tag, value in shared.items():
+            slice_image.SetMetaData(tag, value)
+        position = image.TransformIndexToPhysicalPoint((0, 0, z))
+        slice_image.SetMetaData("0020|0032", "\\".join(str(p) for p in position))
+        slice_image.SetMetaData("0020|0013", str(z + 1))
+        writer.SetFileName(str(folder / f"{prefix}{z:03d}.dcm"))
+        writer.Execute(slice_image)

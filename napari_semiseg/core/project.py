@@ -250,13 +250,14 @@ class Project:
         self.save_manifest()
 
     # --- volumes
-    def add_volume(self, path: str | os.PathLike, save: bool = True) -> VolumeEntry:
-        """Refer to a source image (read to check it, hashed, never modified)."""
+    def add_volume(self, path: str | os.PathLike, save: bool = True, sha256: str | None = None) -> VolumeEntry:
+        """Refer to a source image (read to check it, hashed, never modified); ``sha256``: its
+        :func:`content_hash` when already known."""
         source = Path(path).absolute()
         volume = read_volume(source)
         name = _unique(_safe_name(volume.name), {v.name for v in self.volumes})
         stored = os.path.relpath(source, self.folder) if source.is_relative_to(self.folder) else str(source)
-        entry = VolumeEntry(name, stored, content_hash(source), volume.shape, f"{ANNOTATIONS_DIR}/{name}.npz")
+        entry = VolumeEntry(name, stored, sha256 or content_hash(source), volume.shape, f"{ANNOTATIONS_DIR}/{name}.npz")
         self.volumes.append(entry)
         if save:
             self.save_manifest()

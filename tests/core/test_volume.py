@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_semiseg.core import volume as volume_module
+from napari_semiseg.core.phantoms import write_dicom_series
 from napari_semiseg.core.volume import Geometry, Volume, VolumeError, read_volume, write_volume
 
 SPACING = (3.0, 0.7, 0.9)  # z, y, x
@@ -105,33 +106,6 @@ def test_napari_transform_and_dict_round_trip():
 
 
 # --- DICOM -------------------------------------------------------------------------------
-
-
-def write_dicom_series(volume: Volume, folder: Path, series_uid: str, prefix: str = "slice") -> None:
-    """One file per slice with the tags a series reader needs (after SimpleITK's
-    DicomSeriesFromArray example)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = volume.to_sitk()
-    direction = image.GetDirection()
-    shared = {
-        "0008|0008": "DERIVED\\SECONDARY",
-        "0008|0060": "MR",
-        "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-        "0020|000e": series_uid,
-        "0020|0037": "\\".join(str(direction[i]) for i in (0, 3, 6, 1, 4, 7)),
-        "0018|0050": str(image.GetSpacing()[2]),
-    }
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(image.GetDepth()):
-        slice_image = image[:, :, z]
-        for tag, value in shared.items():
-            slice_image.SetMetaData(tag, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, z))
-        slice_image.SetMetaData("0020|0032", "\\".join(str(p) for p in position))
-        slice_image.SetMetaData("0020|0013", str(z + 1))
-        writer.SetFileName(str(folder / f"{prefix}{z:03d}.dcm"))
-        writer.Execute(slice_image)
 
 
 def test_dicom_series_folder_reads_with_spacing(tmp_path):
