@@ -7,7 +7,6 @@ shear and affine), which must not shear.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,12 +106,8 @@ def write_provenance(labels_path: str, codes: np.ndarray, record: dict, meta: di
 
     Both are written atomically and re-read before they are reported; raises LayerWriteError.
     """
-    map_path, json_path = provenance_paths(labels_path)
-    record = {**record, "labels_file": Path(labels_path).name, "provenance_map": Path(map_path).name}
     try:
-        volume = Volume(np.asarray(codes, dtype=np.uint8), layer_geometry(meta), Path(map_path).name)
-        write_volume(volume, map_path)
-        export.write_json_verified(record, Path(json_path))
+        written = export.write_provenance_beside(labels_path, codes, record, layer_geometry(meta))
     except VolumeError as error:
         raise LayerWriteError(str(error)) from None
-    return [map_path, json_path]
+    return [str(path) for path in written]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .core.annotations import AnnotationError, AnnotationMode, AnnotationScheme, annotated_slices, check_label_classes
@@ -47,6 +48,22 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     relink.set_defaults(handler=run_project_relink)
 
 
+def describe_project(project: Project) -> str:
+    """A few lines for ``napari-semiseg project show``."""
+    lines = [f"project {project.folder}",
+             f"annotation: {project.scheme.mode.value} along axis {project.scheme.axis}",
+             "classes: " + (", ".join(f"{k} {v}" for k, v in sorted(project.classes.items())) or "not named")]
+    for volume in project.volumes:
+        saved = project.annotations_path(volume.name)
+        state = time.strftime("saved %Y-%m-%d %H:%M:%S", time.localtime(saved.stat().st_mtime)) \
+            if saved.exists() else "no annotations yet"
+        lines.append(f"volume {volume.name}: {volume.path} {tuple(volume.shape)}, {state}")
+    for run in project.runs:
+        lines.append(f"model {run.path}: {run.strategy}, {run.iteration} iterations, "
+                     f"{run.annotated_slices} annotated slices, {run.created}")
+    return "\n".join(lines)
+
+
 def parse_classes(items: list[str]) -> dict[int, str]:
     classes = {}
     for item in items:
@@ -67,7 +84,7 @@ def run_project_init(args: argparse.Namespace) -> int:
     project = Project.create(args.folder, args.images, classes, scheme)
     for entry, array in zip(project.volumes, labels):
         project.save_annotations(entry.name, array)
-    print(project.describe())
+    print(describe_project(project))
     return 0
 
 
@@ -103,7 +120,7 @@ def run_project_add(args: argparse.Namespace) -> int:
 
 def run_project_show(args: argparse.Namespace) -> int:
     project = Project.open(args.folder)
-    print(project.describe())
+    print(describe_project(project))
     problems = []
     for name in project.volume_names:
         try:

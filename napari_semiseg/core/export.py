@@ -88,12 +88,18 @@ def export_labels(path: str | os.PathLike, labels: np.ndarray, geometry: Geometr
     path = Path(path)
     result = ExportResult([write_volume(Volume(label_array(labels), geometry, volume_stem(path)), path)])
     if provenance is not None:
-        codes, record = provenance
-        map_path, json_path = provenance_paths(path)
-        result.files.append(write_volume(Volume(np.asarray(codes, np.uint8), geometry, map_path.name), map_path))
-        record = {**record, "labels_file": path.name, "provenance_map": map_path.name}
-        result.files.append(write_json_verified(record, json_path))
+        result.files += write_provenance_beside(path, *provenance, geometry)
     return result
+
+
+def write_provenance_beside(labels_path: str | os.PathLike, codes: np.ndarray, record: dict,
+                            geometry: Geometry) -> list[Path]:
+    """Write a provenance code map and its JSON record beside a labels file (:func:`provenance_paths`),
+    each re-read and checked; the record names both files. Raises VolumeError."""
+    map_path, json_path = provenance_paths(labels_path)
+    written = write_volume(Volume(np.asarray(codes, np.uint8), geometry, map_path.name), map_path)
+    record = {**record, "labels_file": Path(labels_path).name, "provenance_map": map_path.name}
+    return [written, write_json_verified(record, json_path)]
 
 
 def write_json_verified(content: dict, path: Path) -> Path:

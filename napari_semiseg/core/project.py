@@ -193,7 +193,7 @@ class Project:
         project = cls(folder, manifest)
         try:
             project._check_owned_paths()
-            project._move_legacy_runs()
+            _move_legacy_runs(project)
         except VersionError as error:
             raise ProjectError(str(error)) from None
         if note:
@@ -404,19 +404,12 @@ class Project:
     @property
     def runs(self) -> list[RunEntry]:
         """The trained models, oldest first."""
-        return [self._run_entry(version) for version in self.versions.versions()]
-
-    def _run_entry(self, version: ModelVersion) -> RunEntry:
-        path = os.path.relpath(self.versions.path_of(version).absolute(), self.folder)
-        return RunEntry(path, version.created, version.strategy, version.painted_slices, version.iterations)
+        return [_run_entry(self, version) for version in self.versions.versions()]
 
     def record_run(self, model_path: str | os.PathLike, strategy: str, annotated_slices: int,
                    iteration: int, **details) -> RunEntry:
-        """List a trained model in the run registry and make it current.
-
-        ``details``: ``trained_slices``, ``held_out_slices``, ``validation_dice``, ``reason``
-        (see :meth:`VersionStore.add`).
-        """
+        """List a trained model in the run registry and make it current (``details``: the other
+        arguments of :meth:`VersionStore.add`)."""
         self.owned_path(os.path.relpath(Path(model_path).absolute(), self.folder), "a model")
         details.setdefault("trained_slices", annotated_slices)
         try:
@@ -424,31 +417,12 @@ class Project:
                                         painted_slices=annotated_slices, **details)
         except OSError as error:
             raise _save_failure("the run registry", self.folder, error) from None
-        return self._run_entry(version)
+        return _run_entry(self, version)
 
     def latest_model(self) -> Path | None:
         """The current model (the newest unless rolled back), else the newest still on disk."""
-        store = self.versions
-        current = store.current()
-        if current is not None and store.path_of(current).exists():
-            return store.path_of(current).resolve()
-        for version in reversed(store.versions()):
-            if store.path_of(version).exists():
-                return store.path_of(version).resolve()
-        return None
-
-    def _move_legacy_runs(self) -> None:
-        """Projects before the run registry listed their models in the manifest: move them over."""
-        if not self._legacy_runs or self.read_only:
-            return
-        listed = {self.versions.path_of(v).resolve() for v in self.versions.versions()}
-        for run in self._legacy_runs:
-            path = self.owned_path(run.path, "a model")
-            if path not in listed:
-                self.versions.add(path, strategy=run.strategy, iterations=run.iteration,
-                                  painted_slices=run.annotated_slices, trained_slices=run.annotated_slices)
-        self._legacy_runs = []
-        self.save_manifest()
+        path = self.versions.latest_on_disk()
+        return None if path is None else path.resolve()
 
     def latest_resumable(self) -> Path | None:
         """The newest model or periodic checkpoint under ``runs/`` (also of interrupted runs)."""
@@ -468,20 +442,25 @@ class Project:
     def provenance_dir(self) -> Path:
         return self.folder / PROVENANCE_DIR
 
-    def describe(self) -> str:
-        """A few lines for ``napari-semiseg project show``."""
-        lines = [f"project {self.folder}",
-                 f"annotation: {self.scheme.mode.value} along axis {self.scheme.axis}",
-                 "classes: " + (", ".join(f"{k} {v}" for k, v in sorted(self.classes.items())) or "not named")]
-        for volume in self.volumes:
-            saved = self.annotations_path(volume.name)
-            state = time.strftime("saved %Y-%m-%d %H:%M:%S", time.localtime(saved.stat().st_mtime)) \
-                if saved.exists() else "no annotations yet"
-            lines.append(f"volume {volume.name}: {volume.path} {tuple(volume.shape)}, {state}")
-        for run in self.runs:
-            lines.append(f"model {run.path}: {run.strategy}, {run.iteration} iterations, "
-                         f"{run.annotated_slices} annotated slices, {run.created}")
-        return "\n".join(lines)
+
+def _run_entry(project: Project, version: ModelVersion) -> RunEntry:
+    path = os.path.relpath(project.versions.path_of(version).absolute(), project.folder)
+    return RunEntry(path, version.created, version.strategy, version.painted_slices, version.iterations)
+
+
+def _move_legacy_runs(project: Project) -> None:
+    """Projects before the run registry listed their models in the manifest: move them over."""
+    if not project._legacy_runs or project.read_only:
+        return
+    store = project.versions
+    listed = {store.path_of(v).resolve() for v in store.versions()}
+    for run in project._legacy_runs:
+        path = project.owned_path(run.path, "a model")
+        if path not in listed:
+            store.add(path, strategy=run.strategy, iterations=run.iteration, painted_slices=run.annotated_slices,
+                      trained_slices=run.annotated_slices)
+    project._legacy_runs = []
+    project.save_manifest()
 
 
 def _read_manifest(path: Path) -> tuple[dict, str | None]:

@@ -109,6 +109,12 @@ class VersionStore:
         self._write(index)
         return version
 
+    def latest_on_disk(self) -> Path | None:
+        """The current version's model file, else the newest one still on disk, else None."""
+        current = self.current()
+        candidates = ([current] if current is not None else []) + list(reversed(self.versions()))
+        return next((self.path_of(v) for v in candidates if self.path_of(v).exists()), None)
+
     def path_of(self, version: ModelVersion) -> Path:
         """Absolute path of a version's model file."""
         path = Path(version.model_path)
