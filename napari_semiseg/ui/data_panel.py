@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabe
 from ..core.annotations import AnnotationMode, annotated_slices
 from .layers import (
     AXIS_NAMES,
+    COMPARE_LAYER_PREFIX,
     PLUGIN_IMAGE_LAYERS,
     PLUGIN_LABELS_LAYERS,
     follow_voxel_edits,
@@ -78,7 +79,7 @@ class DataPanel(QGroupBox):
         """Fill the layer pickers with the user's layers, keeping the choice where it still exists."""
         images = [l.name for l in self.viewer.layers if isinstance(l, Image) and l.name not in PLUGIN_IMAGE_LAYERS]
         labels = [l.name for l in self.viewer.layers
-                  if isinstance(l, Labels) and l.name not in PLUGIN_LABELS_LAYERS and not l.name.startswith("version v")]
+                  if isinstance(l, Labels) and l.name not in PLUGIN_LABELS_LAYERS and not l.name.startswith(COMPARE_LAYER_PREFIX)]
         _fill(self.image_combo, images, self.session.image_name)
         _fill(self.labels_combo, labels, self.session.labels_name)
         self._layers_chosen()

@@ -20,6 +20,7 @@ REGISTERED_LAYER = "registered pseudo-labels"  # labels propagated from painted 
 QUALITY_LAYER = "registration quality"  # per-voxel consistency of the propagation
 PROVENANCE_LAYER = "provenance"  # where each label came from
 REGION_LAYER = "review region"  # shapes drawn to accept within
+COMPARE_LAYER_PREFIX = "version v"  # + version id: one version's prediction, to compare with another
 PLUGIN_IMAGE_LAYERS = (CERTAINTY_LAYER, REVIEW_LAYER, QUALITY_LAYER)
 PLUGIN_LABELS_LAYERS = (PREDICTION_LAYER, REGISTERED_LAYER, PROVENANCE_LAYER)
 # Set on the prediction and certainty layers while they hold training previews (a few slices,

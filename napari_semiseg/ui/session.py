@@ -35,7 +35,7 @@ from ..core.provenance import Provenance
 from ..core.versions import ModelVersion, VersionError, VersionStore
 from ..core.volume import VolumeError
 from .jobs import RunRecord, prediction_job, training_job
-from .layers import geometry_kwargs, painting_axis, write_acceptance
+from .layers import COMPARE_LAYER_PREFIX, geometry_kwargs, painting_axis, write_acceptance
 from .provenance_tracker import ProvenanceTracker
 from .training_process import TrainingProcess, VolumePredicted
 
@@ -182,8 +182,8 @@ class Session:
 
     def compare_versions(self, first: ModelVersion, second: ModelVersion) -> bool:
         """Predict with two versions into two labels layers, 'version vN', to compare as overlays."""
-        return self._predict_with(first, f"compare:version v{first.id}", blend=False) and \
-            self._predict_with(second, f"compare:version v{second.id}", blend=False)
+        return self._predict_with(first, f"compare:{COMPARE_LAYER_PREFIX}{first.id}", blend=False) and \
+            self._predict_with(second, f"compare:{COMPARE_LAYER_PREFIX}{second.id}", blend=False)
 
     def _predict_with(self, version: ModelVersion, tag: str, blend: bool) -> bool:
         """``blend``: with the painted slices (a comparison shows what each network learned, unblended)."""
